@@ -1,0 +1,99 @@
+//! `meridian serve`: every role of the platform in one process. Today that is the store and
+//! the API.
+
+use std::future::Future;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use meridian_api::{ApiConfig, ApiState};
+use meridian_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::bootstrap;
+use crate::config::Settings;
+
+/// Runs until `shutdown` completes, then stops accepting and drains.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&settings.data_dir)
+        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    let store = Store::open(&settings.store_url)
+        .await
+        .with_context(|| format!("opening the store at {}", redact(&settings.store_url)))?;
+    tracing::info!(store = %redact(&settings.store_url), backend = ?store.backend(), "store open");
+
+    let listener = TcpListener::bind(settings.api_listen)
+        .await
+        .with_context(|| format!("binding the API to {}", settings.api_listen))?;
+    let bound = listener.local_addr()?;
+    let base_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    bootstrap::ensure(&store, &settings.data_dir, &base_url).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            // Resolves when the sender sends or is dropped; either means stop.
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let follower = tokio::spawn({
+        let store = store.clone();
+        let stopped = stopped();
+        async move { store.follow(stopped).await }
+    });
+
+    let state = ApiState {
+        store,
+        config: Arc::new(ApiConfig {
+            base_url,
+            base_domain: settings.base_domain.clone(),
+            addr_pools: std::array::from_fn(|i| settings.pops[i].addr_pool.clone()),
+        }),
+    };
+    let api = tokio::spawn(meridian_api::serve(listener, state, stopped()));
+    tracing::info!("api listening on http://{bound}");
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    api.await?.context("serving the API")?;
+    follower.await?;
+    Ok(())
+}
+
+/// The store URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:****{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:****@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite:///a/b.db"), "sqlite:///a/b.db");
+    }
+}
