@@ -3,8 +3,7 @@
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use meridian_core::PopCode;
 use meridian_store::ReservedAddr;
 use serde::Deserialize;
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::extract::{Caller, JsonBody};
-use crate::resource::{Resource, check_description, check_metadata, object_uri};
+use crate::resource::{Resource, check_description, check_metadata, created, object_uri};
 use crate::{ApiState, json_response};
 
 /// Longest `description` of an address, in bytes.
@@ -81,7 +80,7 @@ pub(crate) async fn create(
         )
         .await?;
     tracing::info!(id = %addr.id, addr = %addr.addr, %region, "reserved address");
-    Ok((StatusCode::CREATED, json_response(&addr.to_json(&state))).into_response())
+    Ok(created(&addr.to_json(&state)))
 }
 
 pub(crate) async fn update(

@@ -3,15 +3,14 @@
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use meridian_store::Credential;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::extract::{Caller, JsonBody};
-use crate::resource::{Resource, check_description, check_metadata, object_uri};
+use crate::resource::{Resource, check_description, check_metadata, created, object_uri};
 use crate::{ApiState, json_response};
 
 /// Longest `description` of a credential, in bytes (ngrok's limit).
@@ -103,7 +102,7 @@ pub(crate) async fn create(
     tracing::info!(id = %credential.id, "created credential");
     let mut json = credential.to_json(&state);
     json["token"] = Value::from(token.expose());
-    Ok((StatusCode::CREATED, json_response(&json)).into_response())
+    Ok(created(&json))
 }
 
 pub(crate) async fn update(

@@ -4,7 +4,7 @@
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use meridian_core::certificate::CertificatePolicy;
 use meridian_core::target::{Target, parse_targets};
 use meridian_core::{Hostname, PopCode};
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::extract::{Caller, JsonBody};
-use crate::resource::{Resource, check_description, check_metadata, object_uri};
+use crate::resource::{Resource, check_description, check_metadata, created, object_uri};
 use crate::{ApiState, json_response};
 
 /// Longest `description` of a domain, in bytes.
@@ -133,9 +133,9 @@ pub(crate) async fn create(
         certificate_policy,
         cname_target,
     };
-    let created = state.store.create_domain(&caller.account, new).await?;
-    tracing::info!(id = %created.id, domain = %created.domain, "reserved domain");
-    Ok((StatusCode::CREATED, json_response(&created.to_json(&state))).into_response())
+    let domain = state.store.create_domain(&caller.account, new).await?;
+    tracing::info!(id = %domain.id, domain = %domain.domain, "reserved domain");
+    Ok(created(&domain.to_json(&state)))
 }
 
 pub(crate) async fn update(

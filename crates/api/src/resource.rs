@@ -6,7 +6,7 @@ use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use meridian_store::Record;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -33,6 +33,11 @@ pub(crate) trait Resource: Record {
 /// The object's absolute URL.
 pub(crate) fn object_uri(state: &ApiState, path: &str, id: &str) -> String {
     format!("{}/{path}/{id}", state.config.base_url)
+}
+
+/// The 201 answer to a create.
+pub(crate) fn created(json: &Value) -> Response {
+    (StatusCode::CREATED, json_response(json)).into_response()
 }
 
 pub(crate) async fn get_one<T: Resource>(

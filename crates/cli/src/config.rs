@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use meridian_core::{Hostname, PopCode};
+use meridian_core::{Hostname, PopCode, PopSite};
 use meridian_store::AddrPool;
 use serde::Deserialize;
 
@@ -78,10 +78,8 @@ pub struct Overrides {
 /// One PoP, resolved.
 #[derive(Debug, Clone)]
 pub struct PopSettings {
-    /// Which PoP.
-    pub code: PopCode,
-    /// Where it is reached.
-    pub addresses: Vec<IpAddr>,
+    /// Which PoP and where it is reached.
+    pub site: PopSite,
     /// Where its TCP addresses come from.
     pub addr_pool: AddrPool,
 }
@@ -115,6 +113,32 @@ impl Settings {
             None => ConfigFile::default(),
         };
         Self::resolve(file, overrides)
+    }
+
+    /// A human summary for `--check-config`; the store password is masked.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "configuration ok\n  data_dir     {}\n  store        {}\n  base_domain  {}\n  \
+             api.listen   {}\n",
+            self.data_dir.display(),
+            crate::serve::redact(&self.store_url),
+            self.base_domain,
+            self.api_listen,
+        );
+        for pop in &self.pops {
+            let addresses: Vec<String> =
+                pop.site.addresses.iter().map(ToString::to_string).collect();
+            let pool = &pop.addr_pool;
+            out += &format!(
+                "  pop {:<9} addresses {}  tcp {}:{}-{}\n",
+                pop.site.code,
+                addresses.join(","),
+                pool.host,
+                pool.first_port,
+                pool.last_port
+            );
+        }
+        out
     }
 
     fn resolve(file: ConfigFile, overrides: Overrides) -> anyhow::Result<Self> {
@@ -202,8 +226,7 @@ fn resolve_pop(code: PopCode, section: PopSection, base: &Hostname) -> anyhow::R
         bail!("[pops.{code}] tcp_ports must be [first, last] with 0 < first <= last");
     }
     Ok(PopSettings {
-        code,
-        addresses,
+        site: PopSite { code, addresses },
         addr_pool: AddrPool {
             host,
             first_port,
@@ -239,9 +262,9 @@ mod tests {
     fn defaults_give_each_pop_its_own_loopback_address() {
         let s = parse("").unwrap();
         assert_eq!(s.store_url, "sqlite:///tmp/x/meridian.db");
-        assert_eq!(s.pops[2].code, PopCode::Eu);
+        assert_eq!(s.pops[2].site.code, PopCode::Eu);
         assert_eq!(
-            s.pops[2].addresses,
+            s.pops[2].site.addresses,
             ["127.0.1.3".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(s.pops[2].addr_pool.host, "eu.tcp.meridian.test");

@@ -81,7 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let settings = config::Settings::load(config.as_deref(), overrides)?;
             if check_config {
-                println!("configuration ok\n{settings:#?}");
+                print!("{}", settings.summary());
                 return Ok(());
             }
             serve::run(settings, shutdown_signal()).await

@@ -61,19 +61,27 @@ pub async fn run(
             addr_pools: std::array::from_fn(|i| settings.pops[i].addr_pool.clone()),
         }),
     };
-    let api = tokio::spawn(meridian_api::serve(listener, state, stopped()));
+    let mut api = tokio::spawn(meridian_api::serve(listener, state, stopped()));
     tracing::info!("api listening on http://{bound}");
 
-    shutdown.await;
+    // A role that ends on its own is a failure; stop the rest rather than limp on.
+    let early = tokio::select! {
+        () = shutdown => None,
+        ended = &mut api => Some(ended),
+    };
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    api.await?.context("serving the API")?;
+    let ended = match early {
+        Some(ended) => ended,
+        None => api.await,
+    };
+    ended?.context("serving the API")?;
     follower.await?;
     Ok(())
 }
 
 /// The store URL without its password, for logs.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let creds = &url[scheme_end + 3..at];

@@ -2,7 +2,7 @@
 //! no clock, no randomness (callers pass time and random bytes in).
 //!
 //! # Layout
-//! - [`pop`]: the PoP catalog and [`PopSet`].
+//! - [`pop`]: the PoP catalog, [`PopSite`] and [`PopSet`].
 //! - [`target`]: parsing `resolves_to` values (PoP codes, aliases, dedicated IPs).
 //! - [`resolution`]: [`resolve`], the one function that says what a domain resolves to.
 //! - [`hostname`]: reservable hostnames, wildcards and IDNA.
@@ -24,7 +24,7 @@ pub mod target;
 pub mod time;
 
 pub use hostname::{Hostname, HostnameError};
-pub use pop::{PopCode, PopSet};
+pub use pop::{PopCode, PopSet, PopSite};
 pub use resolution::{Resolution, resolve};
 pub use snapshot::RoutingSnapshot;
 pub use target::{Alias, InvalidTarget, IpTarget, Target};

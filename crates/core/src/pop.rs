@@ -1,8 +1,9 @@
-//! The PoP catalog: the eight points of presence Meridian knows, where each one is, and a
-//! compact set type for "which PoPs may handle this". Addresses are not here: they come from
-//! configuration and travel in the routing snapshot.
+//! The PoP catalog: the eight points of presence Meridian knows, where each one is, the
+//! addresses a deployment reaches each on ([`PopSite`], from configuration), and a compact set
+//! type for "which PoPs may handle this".
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 /// One point of presence, by its API code.
@@ -129,6 +130,16 @@ impl FromStr for PopCode {
             .find(|code| code.as_str() == s)
             .ok_or_else(|| UnknownPop(s.to_owned()))
     }
+}
+
+/// One PoP as a deployment runs it: the catalog entry plus the addresses visitors and agents
+/// reach it on. The addresses come from configuration; the catalog never guesses them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PopSite {
+    /// Which PoP.
+    pub code: PopCode,
+    /// Where it is reached; never empty.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// A set of PoPs, one bit per catalog position. Iterates in catalog order.

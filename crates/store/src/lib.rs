@@ -288,20 +288,7 @@ impl Store {
     /// One object of the account, by id. A malformed id or another account's object is
     /// [`StoreError::NotFound`], exactly like a missing one.
     pub async fn get<T: Record>(&self, account: &str, id: &str) -> Result<T, StoreError> {
-        if !is_valid_id(T::KIND, id) {
-            return Err(StoreError::NotFound);
-        }
-        let sql = format!(
-            "SELECT {} FROM {} WHERE id = $1 AND account_id = $2",
-            T::COLUMNS,
-            T::TABLE
-        );
-        let row: Option<AnyRow> = sqlx::query(&sql)
-            .bind(id)
-            .bind(account)
-            .fetch_optional(&self.inner.pool)
-            .await?;
-        T::from_row(&row.ok_or(StoreError::NotFound)?)
+        fetch_owned(&self.inner.pool, account, id).await
     }
 
     /// A page of the account's objects, newest first, older than `before_id` when given.
@@ -350,27 +337,6 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         self.commit(tx).await
-    }
-
-    async fn get_in<T: Record>(
-        tx: &mut Transaction<'static, Any>,
-        account: &str,
-        id: &str,
-    ) -> Result<T, StoreError> {
-        if !is_valid_id(T::KIND, id) {
-            return Err(StoreError::NotFound);
-        }
-        let sql = format!(
-            "SELECT {} FROM {} WHERE id = $1 AND account_id = $2",
-            T::COLUMNS,
-            T::TABLE
-        );
-        let row: Option<AnyRow> = sqlx::query(&sql)
-            .bind(id)
-            .bind(account)
-            .fetch_optional(&mut **tx)
-            .await?;
-        T::from_row(&row.ok_or(StoreError::NotFound)?)
     }
 
     // ---- reserved domains ----
@@ -440,7 +406,7 @@ impl Store {
         changes: DomainChanges,
     ) -> Result<ReservedDomain, StoreError> {
         let mut tx = self.begin_write().await?;
-        let mut domain: ReservedDomain = Self::get_in(&mut tx, account, id).await?;
+        let mut domain: ReservedDomain = fetch_owned(&mut *tx, account, id).await?;
         let DomainChanges {
             description,
             metadata,
@@ -535,7 +501,7 @@ impl Store {
         metadata: Option<String>,
     ) -> Result<ReservedAddr, StoreError> {
         let mut tx = self.begin_write().await?;
-        let mut addr: ReservedAddr = Self::get_in(&mut tx, account, id).await?;
+        let mut addr: ReservedAddr = fetch_owned(&mut *tx, account, id).await?;
         addr.description = description.unwrap_or(addr.description);
         addr.metadata = metadata.unwrap_or(addr.metadata);
         sqlx::query("UPDATE reserved_addrs SET description = $1, metadata = $2 WHERE id = $3")
@@ -563,7 +529,7 @@ impl Store {
         let id = self
             .insert_credential(&mut tx, account, description, metadata, acl, &token)
             .await?;
-        let credential = Self::get_in(&mut tx, account, &id).await?;
+        let credential = fetch_owned(&mut *tx, account, &id).await?;
         self.commit(tx).await?;
         Ok((credential, token))
     }
@@ -604,7 +570,7 @@ impl Store {
         acl: Option<Vec<String>>,
     ) -> Result<Credential, StoreError> {
         let mut tx = self.begin_write().await?;
-        let mut credential: Credential = Self::get_in(&mut tx, account, id).await?;
+        let mut credential: Credential = fetch_owned(&mut *tx, account, id).await?;
         credential.description = description.unwrap_or(credential.description);
         credential.metadata = metadata.unwrap_or(credential.metadata);
         credential.acl = acl.unwrap_or(credential.acl);
@@ -620,6 +586,28 @@ impl Store {
         self.commit(tx).await?;
         Ok(credential)
     }
+}
+
+/// Reads one of `account`'s objects through any executor: the pool, or a write transaction.
+async fn fetch_owned<'e, T, E>(executor: E, account: &str, id: &str) -> Result<T, StoreError>
+where
+    T: Record,
+    E: Executor<'e, Database = Any>,
+{
+    if !is_valid_id(T::KIND, id) {
+        return Err(StoreError::NotFound);
+    }
+    let sql = format!(
+        "SELECT {} FROM {} WHERE id = $1 AND account_id = $2",
+        T::COLUMNS,
+        T::TABLE
+    );
+    let row: Option<AnyRow> = sqlx::query(&sql)
+        .bind(id)
+        .bind(account)
+        .fetch_optional(executor)
+        .await?;
+    T::from_row(&row.ok_or(StoreError::NotFound)?)
 }
 
 fn policy_columns(policy: Option<CertificatePolicy>) -> (Option<String>, Option<String>) {

@@ -210,7 +210,13 @@ fn check_config_validates_and_exits() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration ok"));
+    let summary = String::from_utf8_lossy(&ok.stdout);
+    assert!(summary.contains("configuration ok"), "{summary}");
+    assert!(
+        summary.contains("eu.tcp.edge.example:30000-30100"),
+        "{summary}"
+    );
+    assert!(!summary.contains("hunter2"), "{summary}");
     assert!(!data.exists(), "checking creates nothing");
 
     let bad = run("[pops.mars]\n");
