@@ -149,17 +149,17 @@ pub(crate) async fn update(
     let current: ReservedDomain = state.store.get(&caller.account, &id).await?;
     // The feature page's own PATCH example repeats `domain`; that is fine as long as it is
     // the same name.
-    if let Some(name) = non_empty(body.domain) {
-        if Hostname::parse(&name).ok().as_ref() != Some(&current.domain) {
-            return Err(ApiError::bad_request(
-                "domain_immutable",
-                format!(
-                    "The domain of a reservation cannot be changed ('{}' is reserved here, not \
+    if let Some(name) = non_empty(body.domain)
+        && Hostname::parse(&name).ok().as_ref() != Some(&current.domain)
+    {
+        return Err(ApiError::bad_request(
+            "domain_immutable",
+            format!(
+                "The domain of a reservation cannot be changed ('{}' is reserved here, not \
                      '{name}'); reserve the new name instead.",
-                    current.domain
-                ),
-            ));
-        }
+                current.domain
+            ),
+        ));
     }
     let certificate_policy = match (&body.certificate_id, &body.certificate_management_policy) {
         (None, None) => None,

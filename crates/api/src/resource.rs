@@ -77,13 +77,13 @@ pub(crate) async fn list<T: Resource>(
     })?;
     let limit = parse_limit(query.limit.as_deref())?;
     let before_id = query.before_id.filter(|b| !b.is_empty());
-    if let Some(before) = &before_id {
-        if !meridian_core::id::is_valid_id(T::KIND, before) {
-            return Err(ApiError::bad_request(
-                "invalid_before_id",
-                format!("'{before}' is not a valid {} id.", T::KIND.prefix()),
-            ));
-        }
+    if let Some(before) = &before_id
+        && !meridian_core::id::is_valid_id(T::KIND, before)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_before_id",
+            format!("'{before}' is not a valid {} id.", T::KIND.prefix()),
+        ));
     }
     let page = state
         .store

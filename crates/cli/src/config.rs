@@ -17,6 +17,12 @@ pub const DEFAULT_API_LISTEN: SocketAddr =
 /// The platform's default zone. `.test` is reserved (RFC 2606), so it can never collide with a
 /// real name.
 pub const DEFAULT_BASE_DOMAIN: &str = "meridian.test";
+/// Default port of each PoP's agent listener.
+pub const DEFAULT_AGENT_PORT: u16 = 4443;
+/// Default port of each PoP's visitor HTTP listener.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+/// Default port of each PoP's visitor HTTPS listener.
+pub const DEFAULT_HTTPS_PORT: u16 = 8443;
 /// Default TCP port range of every PoP; each PoP has its own address, so ranges may overlap.
 pub const DEFAULT_TCP_PORTS: [u16; 2] = [20000, 29999];
 
@@ -33,6 +39,8 @@ pub struct ConfigFile {
     pub base_domain: Option<String>,
     /// The API.
     pub api: ApiSection,
+    /// Ports every PoP listens on, each on its own addresses.
+    pub edge: EdgeSection,
     /// Per-PoP settings, keyed by PoP code.
     pub pops: BTreeMap<String, PopSection>,
 }
@@ -46,6 +54,18 @@ pub struct ApiSection {
     /// The URL clients reach the API at, used in every `uri`. Default: `http://` and the bound
     /// address.
     pub public_url: Option<String>,
+}
+
+/// `[edge]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeSection {
+    /// Agent listener port; 0 picks a free port per PoP. Default: 4443.
+    pub agent_port: Option<u16>,
+    /// Visitor HTTP port. Default: 8080.
+    pub http_port: Option<u16>,
+    /// Visitor HTTPS port. Default: 8443.
+    pub https_port: Option<u16>,
 }
 
 /// `[pops.<code>]`.
@@ -73,6 +93,12 @@ pub struct Overrides {
     pub public_url: Option<String>,
     /// `--base-domain`.
     pub base_domain: Option<String>,
+    /// `--agent-port`.
+    pub agent_port: Option<u16>,
+    /// `--http-port`.
+    pub http_port: Option<u16>,
+    /// `--https-port`.
+    pub https_port: Option<u16>,
 }
 
 /// One PoP, resolved.
@@ -99,6 +125,12 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// The eight PoPs in catalog order.
     pub pops: Vec<PopSettings>,
+    /// Agent listener port of every PoP.
+    pub agent_port: u16,
+    /// Visitor HTTP port of every PoP.
+    pub http_port: u16,
+    /// Visitor HTTPS port of every PoP.
+    pub https_port: u16,
 }
 
 impl Settings {
@@ -119,11 +151,14 @@ impl Settings {
     pub fn summary(&self) -> String {
         let mut out = format!(
             "configuration ok\n  data_dir     {}\n  store        {}\n  base_domain  {}\n  \
-             api.listen   {}\n",
+             api.listen   {}\n  edge ports   agent {} http {} https {}\n",
             self.data_dir.display(),
             crate::serve::redact(&self.store_url),
             self.base_domain,
             self.api_listen,
+            self.agent_port,
+            self.http_port,
+            self.https_port,
         );
         for pop in &self.pops {
             let addresses: Vec<String> =
@@ -147,6 +182,12 @@ impl Settings {
             store,
             base_domain,
             api: ApiSection { listen, public_url },
+            edge:
+                EdgeSection {
+                    agent_port,
+                    http_port,
+                    https_port,
+                },
             mut pops,
         } = file;
         let data_dir = match overrides.data_dir.or(data_dir) {
@@ -173,10 +214,10 @@ impl Settings {
             bail!("base_domain may not be a wildcard");
         }
         let public_url = overrides.public_url.or(public_url);
-        if let Some(url) = &public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
-                bail!("public_url must start with http:// or https:// and not end in '/': '{url}'");
-            }
+        if let Some(url) = &public_url
+            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/'))
+        {
+            bail!("public_url must start with http:// or https:// and not end in '/': '{url}'");
         }
         for code in pops.keys() {
             code.parse::<PopCode>()
@@ -199,6 +240,18 @@ impl Settings {
                 .unwrap_or(DEFAULT_API_LISTEN),
             public_url,
             pops,
+            agent_port: overrides
+                .agent_port
+                .or(agent_port)
+                .unwrap_or(DEFAULT_AGENT_PORT),
+            http_port: overrides
+                .http_port
+                .or(http_port)
+                .unwrap_or(DEFAULT_HTTP_PORT),
+            https_port: overrides
+                .https_port
+                .or(https_port)
+                .unwrap_or(DEFAULT_HTTPS_PORT),
         })
     }
 }

@@ -54,6 +54,15 @@ pub struct ServeArgs {
     /// The platform's DNS zone.
     #[arg(long, value_name = "NAME")]
     pub base_domain: Option<String>,
+    /// Agent listener port of every PoP (0 picks a free port per PoP).
+    #[arg(long, value_name = "PORT")]
+    pub agent_port: Option<u16>,
+    /// Visitor HTTP port of every PoP.
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// Visitor HTTPS port of every PoP.
+    #[arg(long, value_name = "PORT")]
+    pub https_port: Option<u16>,
     /// Check the configuration, print it and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -70,6 +79,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 api_listen,
                 public_url,
                 base_domain,
+                agent_port,
+                http_port,
+                https_port,
                 check_config,
             } = args;
             let overrides = config::Overrides {
@@ -78,6 +90,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 api_listen,
                 public_url,
                 base_domain,
+                agent_port,
+                http_port,
+                https_port,
             };
             let settings = config::Settings::load(config.as_deref(), overrides)?;
             if check_config {

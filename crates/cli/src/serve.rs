@@ -1,5 +1,5 @@
-//! `meridian serve`: every role of the platform in one process. Today that is the store and
-//! the API.
+//! `meridian serve`: every role of the platform in one process: the store, the API, and one
+//! edge per PoP, each on its own addresses, all sharing one tunnel registry.
 
 use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use meridian_api::{ApiConfig, ApiState};
+use meridian_edge::registry::LocalRegistry;
+use meridian_edge::{Platform, PopListeners};
 use meridian_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -61,6 +63,27 @@ pub async fn run(
             addr_pools: std::array::from_fn(|i| settings.pops[i].addr_pool.clone()),
         }),
     };
+    let platform = Arc::new(Platform {
+        registry: Arc::new(LocalRegistry::default()),
+        ca: Arc::new(
+            meridian_edge::ca::Authority::load_or_create(&settings.data_dir)
+                .context("loading Meridian's CA")?,
+        ),
+        snapshot: state.store.subscribe(),
+        base_domain: settings.base_domain.clone(),
+    });
+    let mut pops = tokio::task::JoinSet::new();
+    for pop in &settings.pops {
+        let listeners = bind_pop(&settings, pop.site.addresses[0]).await?;
+        listeners.log(pop.site.code);
+        let agent_addr = listeners.agent.local_addr()?;
+        if pop.site.code == meridian_core::PopCode::Us {
+            print_agent_hint(&settings, agent_addr);
+        }
+        let (platform, site, stopped) = (platform.clone(), pop.site.clone(), stopped());
+        pops.spawn(async move { meridian_edge::run_pop(platform, site, listeners, stopped).await });
+    }
+
     let mut api = tokio::spawn(meridian_api::serve(listener, state, stopped()));
     tracing::info!("api listening on http://{bound}");
 
@@ -68,6 +91,10 @@ pub async fn run(
     let early = tokio::select! {
         () = shutdown => None,
         ended = &mut api => Some(ended),
+        Some(pop) = pops.join_next() => {
+            pop?.context("running a PoP")?;
+            None
+        }
     };
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
@@ -78,6 +105,31 @@ pub async fn run(
     ended?.context("serving the API")?;
     follower.await?;
     Ok(())
+}
+
+/// Binds one PoP's agent, HTTP and HTTPS listeners on its first address.
+async fn bind_pop(settings: &Settings, ip: std::net::IpAddr) -> anyhow::Result<PopListeners> {
+    let bind = |port: u16| async move {
+        let addr = std::net::SocketAddr::new(ip, port);
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))
+    };
+    Ok(PopListeners {
+        agent: bind(settings.agent_port).await?,
+        http: bind(settings.http_port).await?,
+        https: bind(settings.https_port).await?,
+    })
+}
+
+fn print_agent_hint(settings: &Settings, agent_addr: std::net::SocketAddr) {
+    let ca = settings.data_dir.join(meridian_edge::ca::CA_CERT_FILE);
+    println!(
+        "Agents connect to any PoP with the CA at {ca}; for example, with the ngrok Python SDK:\n\n  \
+         ngrok.forward(8000, authtoken=\"<authtoken>\", server_addr=\"{agent_addr}\",\n                \
+         root_cas=\"{ca}\", domain=\"<a domain you reserved>\")\n",
+        ca = ca.display(),
+    );
 }
 
 /// The store URL without its password, for logs.

@@ -19,10 +19,10 @@ impl IdGenerator {
             .last
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if let Some(prev) = *last {
-            if candidate <= prev {
-                candidate = prev.successor();
-            }
+        if let Some(prev) = *last
+            && candidate <= prev
+        {
+            candidate = prev.successor();
         }
         *last = Some(candidate);
         format_id(kind, candidate)

@@ -21,13 +21,14 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts `meridian serve --data-dir DIR --api-listen 127.0.0.1:0 EXTRA…` and waits until
-    /// the API listens.
+    /// Starts `meridian serve --data-dir DIR` with every listener on port 0, plus `extra`, and
+    /// waits until the API listens.
     pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--api-listen", "127.0.0.1:0"])
+            .args(["--agent-port", "0", "--http-port", "0", "--https-port", "0"])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
