@@ -288,7 +288,8 @@ fn resolve_pop(code: PopCode, section: PopSection, base: &Hostname) -> anyhow::R
     })
 }
 
-fn default_data_dir() -> anyhow::Result<PathBuf> {
+/// `$XDG_DATA_HOME/meridian`, else `~/.local/share/meridian`.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(xdg).join("meridian"));
     }

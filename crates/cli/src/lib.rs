@@ -6,8 +6,10 @@
 //! - [`config`]: the TOML file, flags and their checks.
 //! - [`serve`]: `meridian serve`.
 //! - [`bootstrap`]: the first account.
+//! - [`agent`]: `meridian agent`, on the `ngrok` crate.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod bootstrap;
 pub mod config;
 pub mod serve;
@@ -31,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole platform on this machine.
     Serve(ServeArgs),
+    /// Forward a local service through a Meridian edge, as an ngrok agent.
+    Agent(agent::AgentArgs),
 }
 
 /// `meridian serve` flags; each overrides the config file.
@@ -71,6 +75,7 @@ pub struct ServeArgs {
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Agent(args) => agent::run(args).await,
         Command::Serve(args) => {
             let ServeArgs {
                 config,

@@ -15,6 +15,8 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 pub(crate) struct Server {
     child: Child,
     pub(crate) url: String,
+    /// `(pop, kind)` → `ip:port`, from the `pop <code> <kind> listening on <url>` lines.
+    pub(crate) pops: Arc<Mutex<std::collections::HashMap<(String, String), String>>>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<std::thread::JoinHandle<()>>,
@@ -47,9 +49,21 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let err = child.stderr.take().unwrap();
         let sink = stderr.clone();
+        let pops = Arc::new(Mutex::new(std::collections::HashMap::new()));
+        let pop_sink = pops.clone();
         let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(rest) = line.split(" pop ").nth(1) {
+                    let words: Vec<&str> = rest.split_whitespace().collect();
+                    if let [code, kind, "listening", "on", url, ..] = words[..] {
+                        let addr = url.split_once("://").map_or(url, |(_, a)| a);
+                        pop_sink
+                            .lock()
+                            .unwrap()
+                            .insert((code.to_owned(), kind.to_owned()), addr.to_owned());
+                    }
+                }
                 if let Some((_, url)) = line.split_once("api listening on ") {
                     let _ = tx.send(url.trim().to_owned());
                 }
@@ -58,6 +72,7 @@ impl Server {
         let mut server = Self {
             child,
             url: String::new(),
+            pops,
             stdout,
             stderr,
             readers: vec![out_reader, err_reader],
@@ -66,6 +81,11 @@ impl Server {
             .recv_timeout(START_LIMIT)
             .unwrap_or_else(|_| panic!("meridian did not start:\n{}", server.output()));
         server
+    }
+
+    /// `ip:port` of one PoP listener (`agent`, `http` or `https`).
+    pub(crate) fn pop(&self, code: &str, kind: &str) -> String {
+        self.pops.lock().unwrap()[&(code.to_owned(), kind.to_owned())].clone()
     }
 
     pub(crate) fn output(&self) -> String {
@@ -108,7 +128,8 @@ pub(crate) fn bootstrap(data_dir: &Path) -> (String, String) {
 }
 
 /// Runs a shell command line that invokes `curl`, appending options that only shape output,
-/// and returns the HTTP status and the body.
+/// and returns the HTTP status and the body; a transfer that failed (a refused handshake, a
+/// refused connection) is status 0 with curl's error as the body.
 pub(crate) fn curl(command_line: &str) -> (u16, String) {
     let full = format!("{command_line} --silent --show-error --write-out '\\n%{{http_code}}'");
     let out = Command::new("bash")
@@ -116,11 +137,9 @@ pub(crate) fn curl(command_line: &str) -> (u16, String) {
         .arg(&full)
         .output()
         .expect("running curl");
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        return (0, String::from_utf8_lossy(&out.stderr).into_owned());
+    }
     let text = String::from_utf8(out.stdout).unwrap();
     let (body, status) = text.rsplit_once('\n').unwrap();
     (status.parse().unwrap(), body.to_owned())

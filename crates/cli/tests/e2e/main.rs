@@ -1,5 +1,6 @@
 //! End-to-end tests of `meridian serve`: the real binary, real sockets, real `curl`.
 
+mod agent;
 mod harness;
 
 use std::os::unix::fs::PermissionsExt;

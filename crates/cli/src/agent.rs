@@ -1,0 +1,187 @@
+//! `meridian agent`: an agent built on the official `ngrok` crate, pointed at a Meridian edge.
+//! With no flags it finds the local `meridian serve`: the CA and the bootstrap authtoken in
+//! the default data directory, and the `us` PoP's agent listener.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use ngrok::prelude::*;
+use url::Url;
+
+/// The agent listener of the `us` PoP under the default configuration.
+pub const DEFAULT_SERVER_ADDR: &str = "127.0.1.1:4443";
+
+/// What kind of endpoint to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Proto {
+    /// HTTPS (and HTTP) on a domain.
+    Http,
+    /// Raw TCP on a reserved address.
+    Tcp,
+    /// TLS on a domain, passed through to the upstream.
+    Tls,
+}
+
+/// `meridian agent` arguments.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Endpoint kind.
+    #[arg(value_enum)]
+    pub proto: Proto,
+    /// Where to forward: a port, `host:port`, or a URL.
+    pub upstream: String,
+    /// Domain to serve (HTTP and TLS); it must be reserved by the account.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Reserved address to serve (TCP), e.g. `eu.tcp.meridian.test:20000`.
+    #[arg(long)]
+    pub remote_addr: Option<String>,
+    /// Share the endpoint with other agents that also pool.
+    #[arg(long)]
+    pub pooling: bool,
+    /// The edge's agent listener. Default: the local server's `us` PoP.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server_addr: Option<String>,
+    /// CA certificate to trust. Default: `ca.pem` in the data directory.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Agent authtoken. Default: `$MERIDIAN_AUTHTOKEN`, else the data directory's bootstrap one.
+    #[arg(long, env = "MERIDIAN_AUTHTOKEN", hide_env_values = true)]
+    pub authtoken: Option<String>,
+    /// The local server's data directory, for the defaults above.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The URL the SDK forwards to: a bare port means localhost.
+fn upstream_url(proto: Proto, upstream: &str) -> anyhow::Result<Url> {
+    let scheme = match proto {
+        Proto::Http => "http",
+        Proto::Tcp => "tcp",
+        Proto::Tls => "tls",
+    };
+    let text = if upstream.contains("://") {
+        upstream.to_owned()
+    } else if upstream.parse::<u16>().is_ok() {
+        format!("{scheme}://localhost:{upstream}")
+    } else {
+        format!("{scheme}://{upstream}")
+    };
+    Url::parse(&text).with_context(|| format!("upstream '{upstream}'"))
+}
+
+fn bootstrap_authtoken(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(crate::bootstrap::BOOTSTRAP_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no --authtoken given and {} is unreadable", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)?;
+    json["authtoken"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} has no authtoken", path.display()))
+}
+
+/// Connects, starts the endpoint and forwards until Ctrl-C or the session fails.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let AgentArgs {
+        proto,
+        upstream,
+        domain,
+        remote_addr,
+        pooling,
+        server_addr,
+        ca,
+        authtoken,
+        data_dir,
+    } = args;
+    let data_dir = match data_dir {
+        Some(dir) => dir,
+        None => crate::config::default_data_dir()?,
+    };
+    let ca = ca.unwrap_or_else(|| data_dir.join(meridian_edge::ca::CA_CERT_FILE));
+    let authtoken = match authtoken {
+        Some(token) => token,
+        None => bootstrap_authtoken(&data_dir)?,
+    };
+    let server_addr = server_addr.unwrap_or_else(|| DEFAULT_SERVER_ADDR.to_owned());
+    let to = upstream_url(proto, &upstream)?;
+    if proto == Proto::Tcp && domain.is_some() {
+        bail!("--domain is for http and tls endpoints; TCP endpoints take --remote-addr");
+    }
+
+    let session = ngrok::Session::builder()
+        .authtoken(authtoken)
+        .server_addr(server_addr.clone())?
+        .root_cas(ca.display().to_string())
+        .with_context(|| format!("reading the CA {}", ca.display()))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {server_addr}"))?;
+    tracing::info!(%server_addr, "agent session established");
+    match proto {
+        Proto::Http => {
+            let mut builder = session.http_endpoint();
+            if let Some(domain) = domain {
+                builder.domain(domain);
+            }
+            builder.pooling_enabled(pooling);
+            forward(builder.listen_and_forward(to.clone()).await?, &to).await
+        }
+        Proto::Tcp => {
+            let mut builder = session.tcp_endpoint();
+            if let Some(addr) = remote_addr {
+                builder.remote_addr(addr);
+            }
+            builder.pooling_enabled(pooling);
+            forward(builder.listen_and_forward(to.clone()).await?, &to).await
+        }
+        Proto::Tls => {
+            let mut builder = session.tls_endpoint();
+            if let Some(domain) = domain {
+                builder.domain(domain);
+            }
+            builder.pooling_enabled(pooling);
+            forward(builder.listen_and_forward(to.clone()).await?, &to).await
+        }
+    }
+}
+
+async fn forward<T>(mut forwarder: ngrok::forwarder::Forwarder<T>, to: &Url) -> anyhow::Result<()>
+where
+    ngrok::forwarder::Forwarder<T>: EndpointInfo,
+{
+    // The stable line scripts wait for.
+    println!("forwarding {} -> {to}", forwarder.url());
+    tokio::select! {
+        ended = forwarder.join() => match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => bail!("forwarding stopped: {error}"),
+            Err(error) => bail!("forwarding task failed: {error}"),
+        },
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams() {
+        assert_eq!(
+            upstream_url(Proto::Http, "3000").unwrap().as_str(),
+            "http://localhost:3000/"
+        );
+        assert_eq!(
+            upstream_url(Proto::Tcp, "db:5432").unwrap().as_str(),
+            "tcp://db:5432"
+        );
+        assert_eq!(
+            upstream_url(Proto::Http, "https://x.test:8443")
+                .unwrap()
+                .as_str(),
+            "https://x.test:8443/"
+        );
+    }
+}
