@@ -37,7 +37,8 @@ struct AgentState {
 pub(crate) async fn handle(pop: Arc<Pop>, tcp: TcpStream) {
     let tls = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        tokio_rustls::TlsAcceptor::from(pop.agent_tls.clone()).accept(tcp),
+        tokio_rustls::TlsAcceptor::from(pop.agent_tls.clone())
+            .accept(crate::quickack::QuickAck(tcp)),
     )
     .await
     {

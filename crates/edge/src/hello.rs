@@ -48,6 +48,16 @@ enum Parse {
     NeedMore,
 }
 
+/// Parses the bytes read so far: `Some` once they hold a whole ClientHello or are clearly not
+/// one, `None` while more are needed. The synchronous core of [`read_client_hello`], for the
+/// fuzz target.
+pub fn parse_client_hello(buf: &[u8]) -> Option<Hello> {
+    match parse(buf) {
+        Parse::Done(hello) => Some(hello),
+        Parse::NeedMore => None,
+    }
+}
+
 /// Gathers the handshake bytes out of as many records as are complete, then parses them.
 fn parse(buf: &[u8]) -> Parse {
     let mut handshake = Vec::new();

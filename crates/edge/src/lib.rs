@@ -14,7 +14,8 @@
 //! - `http.rs`: visitor HTTP, proxied over tunnel streams.
 //! - `tls.rs`: the HTTPS/TLS listener: SNI, refusal, passthrough, termination.
 //! - `tcp.rs`: TCP endpoint listeners.
-//! - [`hello`]: ClientHello parsing; `proxy_proto.rs`: PROXY headers; `pages.rs`: error pages.
+//! - [`hello`]: ClientHello parsing; `proxy_proto.rs`: PROXY headers; `pages.rs`: error pages;
+//!   `quickack.rs`: immediate ACKs toward agents.
 #![warn(missing_docs)]
 
 mod agent;
@@ -23,6 +24,7 @@ pub mod hello;
 mod http;
 mod pages;
 mod proxy_proto;
+mod quickack;
 pub mod registry;
 mod tcp;
 mod tls;

@@ -27,8 +27,9 @@ use crate::{ACCEPT_QUEUE, MAX_STREAMS, WINDOW_SIZE};
 const MAX_SEND_CHUNK: usize = 64 * 1024;
 /// Consumed bytes are granted back to the peer in batches of at least this many. The peer is
 /// only ever blocked when all 256 KiB are consumed-but-ungranted, which is past this
-/// threshold, so batching never stalls a stream.
-const GRANT_THRESHOLD: u32 = WINDOW_SIZE / 8;
+/// threshold, so batching never stalls a stream; a quarter window keeps three quarters in
+/// flight while the grant travels, and cuts WNDINC traffic fourfold against 16 KiB batches.
+const GRANT_THRESHOLD: u32 = WINDOW_SIZE / 4;
 /// How long the writer may keep flushing (a GOAWAY, say) after the reader has stopped.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 /// Bytes the writer gathers into one write before it writes.

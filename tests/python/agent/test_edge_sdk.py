@@ -183,6 +183,43 @@ def test_tcp_address_listens_only_in_its_region(server, agents):
         socket.create_connection((jp_ip, port), timeout=10)
 
 
+def test_proxy_protocol_reaches_the_upstream_when_asked(server, agents):
+    status, addr = server.api("POST", "/reserved_addrs", {"region": "au"})
+    assert status == 201, addr
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen()
+
+    def echo(conn):
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    def serve():
+        while True:
+            conn, _ = upstream.accept()
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    agent = Agent(server, server.addr("us", "agent"), [{"upstream": upstream.getsockname()[1],
+                  "opts": {"proto": "tcp", "remote_addr": addr["addr"], "proxy_proto": "1"}}])
+    agents.append(agent)
+    assert "url" in agent.results[0], agent.results
+    au_ip = server.addr("au", "agent").rsplit(":", 1)[0]
+    port = int(addr["addr"].rsplit(":", 1)[1])
+    wait_until(lambda: _connects(au_ip, port), "the au listener")
+    with socket.create_connection((au_ip, port), timeout=10) as s:
+        s.sendall(b"hello")
+        echoed = b""
+        while not echoed.endswith(b"hello"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            echoed += chunk
+    # Each connection, the readiness probe's included, starts with its own PROXY header.
+    assert re.match(rb"PROXY TCP4 127\.0\.0\.1 " + au_ip.encode().replace(b".", rb"\.") + rb" \d+ %d\r\n" % port, echoed), echoed
+
+
 def _connects(ip, port):
     try:
         socket.create_connection((ip, port), timeout=1).close()
