@@ -7,11 +7,15 @@
 #
 # CPU 0 plays the agent host (nginx, the agents, rathole's client, bore local); CPU 1 plays
 # the edge host and the internet (meridian serve, rathole's server, bore server, wrk, curl).
+# Loopback numbers on a shared 2-core VM swing by 2x from one run to the next, so every path is
+# measured in interleaved rounds and the median is reported.
 # Usage: bench/tunnel/run.sh [seconds per wrk run, default 10] [idle agents, default 1000]
+#                            [rounds, default 3]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${1:-10}
 idle=${2:-1000}
+rounds=${3:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 work=$(mktemp -d /tmp/meridian-bench.XXXXXX)
 pids=()
@@ -102,29 +106,38 @@ targets=(
 )
 declare -A rps p99 mbs
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v); print v} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000} else print v}'; }
-for t in "${targets[@]}"; do
-  IFS='|' read -r name url host <<<"$t"
-  hdr=()
-  [ -z "$host" ] || hdr=(-H "Host: $host")
-  size=$(curl -fsS -o /dev/null -w '%{size_download}' "${hdr[@]}" "$url/1m.bin") || size=0
-  [ "$size" = 1048576 ] || { echo "$name does not serve 1m.bin (got $size bytes)" >&2; exit 1; }
-  for f in 1k 1m; do
-    say "$name $f.bin: wrk -c32 ${secs}s"
-    taskset -c 1 wrk -t1 -c32 -d2s "${hdr[@]}" "$url/$f.bin" >/dev/null
-    out=$(taskset -c 1 wrk -t1 -c32 -d"${secs}s" --latency "${hdr[@]}" "$url/$f.bin")
-    # A fast error page is not a result: any non-2xx answer invalidates the run.
-    if grep -q "Non-2xx" <<<"$out"; then echo "$name $f: $(grep Non-2xx <<<"$out")" >&2; exit 1; fi
-    rps[$name.$f]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p99[$name.$f]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
-  done
-  say "$name 200m.bin: curl x3"
-  runs=()
-  for _ in 1 2 3; do
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+for round in $(seq "$rounds"); do
+  for t in "${targets[@]}"; do
+    IFS='|' read -r name url host <<<"$t"
+    hdr=()
+    [ -z "$host" ] || hdr=(-H "Host: $host")
+    size=$(curl -fsS -o /dev/null -w '%{size_download}' "${hdr[@]}" "$url/1m.bin") || size=0
+    [ "$size" = 1048576 ] || { echo "$name does not serve 1m.bin (got $size bytes)" >&2; exit 1; }
+    for f in 1k 1m; do
+      say "round $round/$rounds: $name $f.bin, wrk -c32 ${secs}s"
+      taskset -c 1 wrk -t1 -c32 -d2s "${hdr[@]}" "$url/$f.bin" >/dev/null
+      out=$(taskset -c 1 wrk -t1 -c32 -d"${secs}s" --latency "${hdr[@]}" "$url/$f.bin")
+      # A fast error page is not a result: any non-2xx answer invalidates the run.
+      if grep -q "Non-2xx" <<<"$out"; then echo "$name $f: $(grep Non-2xx <<<"$out")" >&2; exit 1; fi
+      rps[$name.$f]+=" $(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+      p99[$name.$f]+=" $(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)"
+    done
+    say "round $round/$rounds: $name 200m.bin, curl"
     got=$(taskset -c 1 curl -fsS -o /dev/null "${hdr[@]}" -w '%{size_download} %{speed_download}' "$url/200m.bin")
     [ "${got% *}" = 209715200 ] || { echo "$name: short 200m.bin download ($got)" >&2; exit 1; }
-    runs+=("${got#* }")
+    mbs[$name]+=" $(awk -v b="${got#* }" 'BEGIN {printf "%.0f", b / 1e6}')"
   done
-  mbs[$name]=$(printf '%s\n' "${runs[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.0f", a[2]/1e6}')
+done
+printf '\nper-round values (req/s 1KiB | req/s 1MiB | MB/s 200MiB):\n'
+for t in "${targets[@]}"; do
+  name=${t%%|*}
+  printf '  %-9s %s |%s |%s\n' "$name" "${rps[$name.1k]}" "${rps[$name.1m]}" "${mbs[$name]}"
+  for k in 1k 1m; do
+    rps[$name.$k]=$(median <<<"${rps[$name.$k]}")
+    p99[$name.$k]=$(median <<<"${p99[$name.$k]}")
+  done
+  mbs[$name]=$(median <<<"${mbs[$name]}")
 done
 
 say "edge memory with $idle idle agent sessions"
@@ -137,7 +150,7 @@ grep -q "^ready $idle" "$work/idle.out" || { echo "idle agents failed: $(tail -3
 after=$(rss)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
-printf '\n%-9s %12s %10s %12s %10s %12s\n' path "1KiB req/s" "p99 ms" "1MiB req/s" "p99 ms" "200MiB MB/s"
+printf '\nmedians of %d rounds\n%-9s %12s %10s %12s %10s %12s\n' "$rounds" path "1KiB req/s" "p99 ms" "1MiB req/s" "p99 ms" "200MiB MB/s"
 for t in "${targets[@]}"; do
   name=${t%%|*}
   printf '%-9s %12.0f %10.2f %12.0f %10.2f %12s\n' "$name" "${rps[$name.1k]}" "${p99[$name.1k]}" \

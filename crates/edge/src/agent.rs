@@ -27,10 +27,20 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// What an agent session knows about itself.
 #[derive(Debug, Default)]
 struct AgentState {
-    credential: Option<CredentialRoute>,
+    credential: Option<(SecretHash, CredentialRoute)>,
     client_id: String,
     /// Endpoints bound through this session, to take offline when it ends.
-    bound: Vec<(EndpointKey, String)>,
+    bound: Vec<Bound>,
+}
+
+/// One endpoint bound through a session.
+#[derive(Debug, Clone)]
+struct Bound {
+    key: EndpointKey,
+    id: String,
+    /// Whether it stands on a reservation (a generated name does not); such an endpoint is
+    /// stopped when the reservation goes away or changes hands.
+    reserved: bool,
 }
 
 /// Serves one agent connection until it ends.
@@ -49,6 +59,9 @@ pub(crate) async fn handle(pop: Arc<Pop>, tcp: TcpStream) {
     let (session, mut incoming) = Session::server(tls);
     let state = Arc::new(Mutex::new(AgentState::default()));
     tracing::debug!("agent connected");
+    tokio::spawn(
+        enforce_revocations(pop.clone(), session.clone(), state.clone()).in_current_span(),
+    );
     while let Some(stream) = incoming.accept().await {
         let (pop, session, state) = (pop.clone(), session.clone(), state.clone());
         tokio::spawn(
@@ -57,8 +70,8 @@ pub(crate) async fn handle(pop: Arc<Pop>, tcp: TcpStream) {
     }
     let end = session.ended().await;
     let bound = std::mem::take(&mut lock(&state).bound);
-    for (key, id) in &bound {
-        pop.platform.registry.unbind(key, id);
+    for b in &bound {
+        pop.platform.registry.unbind(&b.key, &b.id);
     }
     tracing::info!(reason = %end, endpoints = bound.len(), "agent disconnected");
 }
@@ -125,9 +138,8 @@ async fn auth(
 ) -> Result<(), rpc::RpcError> {
     let request: Auth = read(stream).await?;
     let snapshot = pop.snapshot();
-    let credential = snapshot
-        .credential(&SecretHash::of(&request.extra.auth_token))
-        .cloned();
+    let hash = SecretHash::of(&request.extra.auth_token);
+    let credential = snapshot.credential(&hash).cloned();
     let Some(credential) = credential else {
         tracing::info!(user_agent = %request.extra.user_agent, "agent refused: bad authtoken");
         let resp = AuthResp {
@@ -150,7 +162,7 @@ async fn auth(
     );
     {
         let mut st = lock(state);
-        st.credential = Some(credential);
+        st.credential = Some((hash, credential));
         st.client_id = client_id.clone();
     }
     let version = if request.version.iter().any(|v| v == "3") {
@@ -182,7 +194,7 @@ async fn bind(
     stream: &mut MuxStream,
 ) -> Result<(), rpc::RpcError> {
     let request: Bind = read(stream).await?;
-    let credential = lock(state).credential.clone();
+    let credential = lock(state).credential.clone().map(|(_, c)| c);
     let outcome = match credential {
         None => Err(Refusal(
             "bind before authentication".into(),
@@ -199,9 +211,17 @@ async fn bind(
     }) {
         Ok(tunnel) => {
             tracing::info!(id = %tunnel.id, url = %tunnel.url, pooling = tunnel.pooling, "endpoint online");
-            lock(state)
-                .bound
-                .push((tunnel.key.clone(), tunnel.id.clone()));
+            let reserved = match &tunnel.key {
+                EndpointKey::Host(host) => {
+                    Hostname::parse(host).is_ok_and(|h| pop.snapshot().domain(&h).is_some())
+                }
+                EndpointKey::Addr(_) => true,
+            };
+            lock(state).bound.push(Bound {
+                key: tunnel.key.clone(),
+                id: tunnel.id.clone(),
+                reserved,
+            });
             BindResp {
                 id: tunnel.id.clone(),
                 url: tunnel.url.clone(),
@@ -375,14 +395,93 @@ async fn unbind(
     let request: Unbind = read(stream).await?;
     let removed = {
         let mut st = lock(state);
-        let at = st.bound.iter().position(|(_, id)| *id == request.id);
+        let at = st.bound.iter().position(|b| b.id == request.id);
         at.map(|i| st.bound.remove(i))
     };
-    if let Some((key, id)) = removed {
-        pop.platform.registry.unbind(&key, &id);
-        tracing::info!(%id, "endpoint offline (unbound)");
+    if let Some(b) = removed {
+        pop.platform.registry.unbind(&b.key, &b.id);
+        tracing::info!(id = %b.id, "endpoint offline (unbound)");
     }
     rpc::respond(stream, &ErrorResp::default())
         .await
         .map_err(Into::into)
+}
+
+/// How long the agent may take to answer a Stop command before the session is closed anyway.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Follows the routing snapshot for as long as the session lives. A revoked credential gets
+/// `Stop` and the session closes; an endpoint whose reservation was deleted or passed to
+/// another account gets `StopTunnel` and goes offline. Nothing keeps serving on a grant that
+/// no longer exists.
+async fn enforce_revocations(pop: Arc<Pop>, session: Session, state: Arc<Mutex<AgentState>>) {
+    let mut snapshots = pop.platform.snapshot.clone();
+    loop {
+        tokio::select! {
+            _ = session.ended() => return,
+            changed = snapshots.changed() => if changed.is_err() { return },
+        }
+        let snapshot = snapshots.borrow_and_update().clone();
+        let (credential, bound) = {
+            let st = lock(&state);
+            (st.credential.clone(), st.bound.clone())
+        };
+        let Some((hash, credential)) = credential else {
+            continue;
+        };
+        if snapshot.credential(&hash).is_none() {
+            tracing::info!(credential = %credential.id, "credential revoked: stopping the agent");
+            stop_agent(&session).await;
+            return;
+        }
+        for b in bound
+            .iter()
+            .filter(|b| b.reserved && !still_granted(&snapshot, &credential, &b.key))
+        {
+            tracing::info!(id = %b.id, "reservation gone: stopping the endpoint");
+            let stop = proto::StopTunnel {
+                id: b.id.clone(),
+                message: "The reservation this endpoint was bound to has been removed.".into(),
+                error_code: Some("ERR_NGROK_7117".into()),
+            };
+            let body = serde_json::to_vec(&stop).unwrap_or_default();
+            // The Rust SDK writes no reply to StopTunnel; FIN and move on.
+            if let Ok(mut stream) = session.open(proto::TYPE_STOP_TUNNEL, &body) {
+                let _ = stream.shutdown().await;
+            }
+            pop.platform.registry.unbind(&b.key, &b.id);
+            lock(&state).bound.retain(|x| x.id != b.id);
+        }
+    }
+}
+
+fn still_granted(
+    snapshot: &RoutingSnapshot,
+    credential: &CredentialRoute,
+    key: &EndpointKey,
+) -> bool {
+    match key {
+        EndpointKey::Host(host) => Hostname::parse(host).is_ok_and(|h| {
+            snapshot
+                .domain(&h)
+                .is_some_and(|d| d.account_id == credential.account_id)
+        }),
+        EndpointKey::Addr(addr) => snapshot
+            .addr(addr)
+            .is_some_and(|a| a.account_id == credential.account_id),
+    }
+}
+
+/// Sends `Stop`, waits briefly for the agent's answer (SDKs without a handler answer with an
+/// error, which changes nothing), then closes the session.
+async fn stop_agent(session: &Session) {
+    if let Ok(mut stream) = session.open(proto::TYPE_STOP, b"{}") {
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, stream.read_to_end(&mut reply)).await;
+        tracing::debug!(reply = %String::from_utf8_lossy(&reply), "agent answered Stop");
+    }
+    session.close(
+        meridian_tunnel::frame::ErrorCode::None,
+        "credential revoked",
+    );
 }

@@ -261,3 +261,31 @@ def test_pooled_agents_share_an_endpoint(server, agents):
     assert all(a.results == [{"url": "https://pool.example.test"}] for a in agents), [a.results for a in agents]
     names = {json.loads(curl_https(server, "ap", "pool.example.test", f"/{i}")[2])["name"] for i in range(6)}
     assert names == {"a", "b"}, "requests are balanced across the pool"
+
+
+def test_revoked_grants_stop_their_agents(server, agents):
+    status, cred = server.api("POST", "/credentials", {"description": "revocable"})
+    assert status == 201, cred
+    up = Upstream()
+    first_id = reserve(server, "gone.example.test")
+    reserve(server, "kept.example.test")
+    agent = Agent(server, server.addr("us", "agent"), [
+        {"upstream": up.port, "opts": {"domain": "gone.example.test"}},
+        {"upstream": up.port, "opts": {"domain": "kept.example.test"}},
+    ], authtoken=cred["token"])
+    agents.append(agent)
+    assert curl_https(server, "eu", "gone.example.test")[1] == 200
+
+    # Deleting a reservation stops its endpoint (StopTunnel) and leaves the others serving.
+    assert server.api("DELETE", f"/reserved_domains/{first_id}")[0] == 204
+    wait_until(lambda: curl_https(server, "eu", "gone.example.test")[1] == 404, "the endpoint to stop")
+    assert any("reservation gone" in line for line in server.log)
+    assert curl_https(server, "eu", "kept.example.test")[1] == 200
+
+    # Revoking the credential stops the agent (Stop, then the session closes); its reconnects
+    # fail authentication, so the endpoint stays offline.
+    assert server.api("DELETE", f"/credentials/{cred['id']}")[0] == 204
+    wait_until(lambda: curl_https(server, "eu", "kept.example.test")[1] == 404, "the agent to be stopped")
+    assert any("credential revoked" in line for line in server.log)
+    wait_until(lambda: any("bad authtoken" in line for line in server.log), "a refused reconnect")
+    assert curl_https(server, "eu", "kept.example.test")[1] == 404
