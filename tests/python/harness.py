@@ -1,4 +1,4 @@
-"""Shared test harness, standard library only (it runs in both virtualenvs): starts a real
+"""Shared test harness, standard library and pytest only (it runs in both virtualenvs): starts a real
 `meridian serve` on port 0 in a temporary data directory, reads the addresses it logs, talks
 to its API with urllib, runs `curl`, and relays TCP connections so tests can cut them."""
 
@@ -9,6 +9,8 @@ import socket
 import subprocess
 import threading
 import urllib.request
+
+import pytest
 
 BINARY = os.environ.get(
     "MERIDIAN_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "debug", "meridian")
@@ -77,6 +79,14 @@ class Server:
     def stop(self):
         self.proc.kill()
         self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A fresh `meridian serve` for one test."""
+    s = Server(tmp_path / "data")
+    yield s
+    s.stop()
 
 
 def curl(*args):

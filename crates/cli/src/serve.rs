@@ -125,10 +125,13 @@ async fn bind_pop(settings: &Settings, ip: std::net::IpAddr) -> anyhow::Result<P
 fn print_agent_hint(settings: &Settings, agent_addr: std::net::SocketAddr) {
     let ca = settings.data_dir.join(meridian_edge::ca::CA_CERT_FILE);
     println!(
-        "Agents connect to any PoP with the CA at {ca}; for example, with the ngrok Python SDK:\n\n  \
-         ngrok.forward(8000, authtoken=\"<authtoken>\", server_addr=\"{agent_addr}\",\n                \
-         root_cas=\"{ca}\", domain=\"<a domain you reserved>\")\n",
-        ca = ca.display(),
+        "Agents connect to any PoP with the CA at {}. With the ngrok Python SDK:",
+        ca.display()
+    );
+    println!(
+        "\n  ngrok.forward(8000, authtoken=\"<authtoken>\", server_addr=\"{agent_addr}\",\n  \
+         \x20             root_cas=\"{}\", domain=\"<a domain you reserved>\")\n",
+        ca.display()
     );
 }
 

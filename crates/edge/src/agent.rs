@@ -210,7 +210,8 @@ async fn bind(
             .map_err(|e| Refusal(e.to_string(), "ERR_NGROK_334"))
     }) {
         Ok(tunnel) => {
-            tracing::info!(id = %tunnel.id, url = %tunnel.url, pooling = tunnel.pooling, "endpoint online");
+            let (id, url, pooling) = (&tunnel.id, &tunnel.url, tunnel.pooling);
+            tracing::info!(%id, %url, pooling, "endpoint online");
             let reserved = match &tunnel.key {
                 EndpointKey::Host(host) => {
                     Hostname::parse(host).is_ok_and(|h| pop.snapshot().domain(&h).is_some())

@@ -1,16 +1,7 @@
-"""The agent-SDK suite: a real `meridian serve` per test."""
+"""The agent-SDK suite; the `server` fixture lives in the shared harness."""
 
 import os
 import sys
 
-import pytest
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from harness import Server  # noqa: E402
-
-
-@pytest.fixture
-def server(tmp_path):
-    s = Server(tmp_path / "data")
-    yield s
-    s.stop()
+from harness import server  # noqa: E402,F401  (a pytest fixture)

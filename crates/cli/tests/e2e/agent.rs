@@ -192,7 +192,9 @@ fn tls_upstream(name: &str) -> (u16, String) {
                 let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
                 let mut buf = [0u8; 4096];
                 if stream.read(&mut buf).unwrap_or(0) > 0 {
-                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\npassthrough");
+                    let response: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\
+                        Connection: close\r\n\r\npassthrough";
+                    let _ = stream.write_all(response);
                 }
                 stream.conn.send_close_notify();
                 let _ = stream.flush();
