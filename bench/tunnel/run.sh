@@ -60,7 +60,7 @@ wait_port 127.0.0.1 18080
 
 say "meridian serve on CPU 1, meridian agent on CPU 0"
 RUST_LOG=warn,meridian=info,meridian_edge=info taskset -c 1 "$meridian" serve --data-dir "$work/m" \
-  --api-listen 127.0.0.1:0 --agent-port 24443 --http-port 28080 --https-port 28443 \
+  --api-listen 127.0.0.1:0 --agent-port 24443 --http-port 28080 --https-port 28443 --dns-listen 127.0.0.1:0 \
   >"$work/m.out" 2>"$work/m.err" & pids+=($!)
 serve_pid=$!
 for _ in $(seq 600); do grep -q "api listening on" "$work/m.err" 2>/dev/null && break; sleep 0.05; done

@@ -26,7 +26,8 @@ class Server:
         self.data_dir = str(data_dir)
         self.proc = subprocess.Popen(
             [BINARY, "serve", "--data-dir", self.data_dir, "--api-listen", "127.0.0.1:0",
-             "--agent-port", "0", "--http-port", "0", "--https-port", "0"],
+             "--agent-port", "0", "--http-port", "0", "--https-port", "0",
+             "--dns-listen", "127.0.0.1:0"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

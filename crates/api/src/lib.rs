@@ -8,6 +8,7 @@
 //! - [`extract`]: the version and API-key guard, bounded JSON bodies.
 //! - `resource.rs`: get, list and delete shared by every resource.
 //! - `domains.rs`, `addrs.rs`, `credentials.rs`: one resource each.
+//! - `pops.rs`: Meridian's own `/pops`, for operators to drain a PoP.
 #![warn(missing_docs)]
 
 mod addrs;
@@ -15,6 +16,7 @@ mod credentials;
 mod domains;
 pub mod error;
 pub mod extract;
+mod pops;
 mod resource;
 
 use std::future::Future;
@@ -105,6 +107,8 @@ pub fn router(state: ApiState) -> Router {
                 .patch(credentials::update)
                 .delete(delete_one::<Credential>),
         )
+        .route("/pops", get(pops::list))
+        .route("/pops/{code}", get(pops::get).patch(pops::update))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -828,3 +828,83 @@ async fn random_bodies_never_cause_a_server_error() {
     let (s, _) = api.call(&key, Method::GET, "/reserved_domains", None).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn only_the_operator_drains_pops() {
+    let api = start().await;
+    let operator_key = meridian_store::new_api_key();
+    api.store
+        .bootstrap(&operator_key, &meridian_store::new_authtoken())
+        .await
+        .unwrap()
+        .unwrap();
+    let operator = operator_key.expose();
+    let customer = api.account("customer").await;
+
+    let (status, list) = api.call(&customer, Method::GET, "/pops", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let codes: Vec<&str> = list["pops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        ["us", "us-cal-1", "eu", "au", "ap", "jp", "sa", "in"]
+    );
+    assert!(
+        list["pops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["drained"] == false)
+    );
+
+    let drain = json!({"drained": true});
+    let (status, err) = api
+        .call(&customer, Method::PATCH, "/pops/eu", Some(drain.clone()))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(err["error_code"], "operator_only");
+    assert!(api.store.snapshot().drained().is_empty(), "nothing changed");
+
+    let (status, pop) = api
+        .call(operator, Method::PATCH, "/pops/eu", Some(drain.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (pop["code"].as_str(), pop["drained"].as_bool()),
+        (Some("eu"), Some(true))
+    );
+    assert!(api.store.snapshot().drained().contains(PopCode::Eu));
+    let (_, pop) = api.call(&customer, Method::GET, "/pops/eu", None).await;
+    assert_eq!(pop["drained"], true);
+
+    let (status, _) = api
+        .call(operator, Method::PATCH, "/pops/mars", Some(drain))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for bad in [
+        json!({}),
+        json!({"drained": "yes"}),
+        json!({"drained": true, "x": 1}),
+    ] {
+        let (status, err) = api
+            .call(operator, Method::PATCH, "/pops/eu", Some(bad))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    }
+    let (status, pop) = api
+        .call(
+            operator,
+            Method::PATCH,
+            "/pops/eu",
+            Some(json!({"drained": false})),
+        )
+        .await;
+    assert_eq!(
+        (status, pop["drained"].as_bool()),
+        (StatusCode::OK, Some(false))
+    );
+}

@@ -23,6 +23,9 @@ pub const DEFAULT_AGENT_PORT: u16 = 4443;
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 /// Default port of each PoP's visitor HTTPS listener.
 pub const DEFAULT_HTTPS_PORT: u16 = 8443;
+/// The DNS server's default address: loopback, and a port that needs no privileges.
+pub const DEFAULT_DNS_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 8053);
 /// Default TCP port range of every PoP; each PoP has its own address, so ranges may overlap.
 pub const DEFAULT_TCP_PORTS: [u16; 2] = [20000, 29999];
 
@@ -43,6 +46,23 @@ pub struct ConfigFile {
     pub edge: EdgeSection,
     /// Per-PoP settings, keyed by PoP code.
     pub pops: BTreeMap<String, PopSection>,
+    /// The authoritative DNS server.
+    pub dns: DnsSection,
+}
+
+/// `[dns]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// UDP and TCP listen address. Default: `127.0.0.1:8053`.
+    pub listen: Option<SocketAddr>,
+    /// TTL of answers, in seconds. Default: 30.
+    pub ttl: Option<u32>,
+    /// A MaxMind-format GeoIP database (GeoIP2/GeoLite2 City or Country, ip-location-db).
+    /// Default: the country database built into the binary.
+    pub geoip: Option<PathBuf>,
+    /// Threads answering UDP. Default: 1.
+    pub udp_workers: Option<usize>,
 }
 
 /// `[api]`.
@@ -99,6 +119,10 @@ pub struct Overrides {
     pub http_port: Option<u16>,
     /// `--https-port`.
     pub https_port: Option<u16>,
+    /// `--dns-listen`.
+    pub dns_listen: Option<SocketAddr>,
+    /// `--geoip`.
+    pub geoip: Option<PathBuf>,
 }
 
 /// One PoP, resolved.
@@ -131,6 +155,14 @@ pub struct Settings {
     pub http_port: u16,
     /// Visitor HTTPS port of every PoP.
     pub https_port: u16,
+    /// DNS listen address.
+    pub dns_listen: SocketAddr,
+    /// DNS answer TTL.
+    pub dns_ttl: u32,
+    /// GeoIP database file; `None` means the built-in one.
+    pub geoip: Option<PathBuf>,
+    /// DNS UDP threads.
+    pub dns_udp_workers: usize,
 }
 
 impl Settings {
@@ -151,7 +183,8 @@ impl Settings {
     pub fn summary(&self) -> String {
         let mut out = format!(
             "configuration ok\n  data_dir     {}\n  store        {}\n  base_domain  {}\n  \
-             api.listen   {}\n  edge ports   agent {} http {} https {}\n",
+             api.listen   {}\n  edge ports   agent {} http {} https {}\n  dns          {} ttl {} \
+             geoip {}\n",
             self.data_dir.display(),
             crate::serve::redact(&self.store_url),
             self.base_domain,
@@ -159,6 +192,11 @@ impl Settings {
             self.agent_port,
             self.http_port,
             self.https_port,
+            self.dns_listen,
+            self.dns_ttl,
+            self.geoip
+                .as_ref()
+                .map_or_else(|| "built-in".to_owned(), |p| p.display().to_string()),
         );
         for pop in &self.pops {
             let addresses: Vec<String> =
@@ -189,6 +227,7 @@ impl Settings {
                     https_port,
                 },
             mut pops,
+            dns,
         } = file;
         let data_dir = match overrides.data_dir.or(data_dir) {
             Some(dir) => dir,
@@ -230,7 +269,22 @@ impl Settings {
                 resolve_pop(code, section, &base_domain)
             })
             .collect::<anyhow::Result<_>>()?;
+        let dns_ttl = dns.ttl.unwrap_or(meridian_dns::DEFAULT_TTL);
+        if dns_ttl > 86_400 {
+            bail!("[dns] ttl must be at most 86400 seconds");
+        }
+        let dns_udp_workers = dns.udp_workers.unwrap_or(1);
+        if !(1..=64).contains(&dns_udp_workers) {
+            bail!("[dns] udp_workers must be between 1 and 64");
+        }
         Ok(Self {
+            dns_listen: overrides
+                .dns_listen
+                .or(dns.listen)
+                .unwrap_or(DEFAULT_DNS_LISTEN),
+            dns_ttl,
+            geoip: overrides.geoip.or(dns.geoip),
+            dns_udp_workers,
             data_dir,
             store_url,
             base_domain,
@@ -337,6 +391,8 @@ mod tests {
             "base_domain = \"no_underscores.example\"\n",
             "store = \"mysql://x\"\n",
             "[api]\npublic_url = \"ftp://x\"\n",
+            "[dns]\nudp_workers = 0\n",
+            "[dns]\nttl = 999999\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

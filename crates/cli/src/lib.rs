@@ -7,11 +7,13 @@
 //! - [`serve`]: `meridian serve`.
 //! - [`bootstrap`]: the first account.
 //! - [`agent`]: `meridian agent`, on the `ngrok` crate.
+//! - [`pop`]: `meridian pop`, the operator's drain commands.
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod bootstrap;
 pub mod config;
+pub mod pop;
 pub mod serve;
 
 use std::net::SocketAddr;
@@ -35,6 +37,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Forward a local service through a Meridian edge, as an ngrok agent.
     Agent(agent::AgentArgs),
+    /// List, drain and undrain PoPs (operator only).
+    Pop(pop::PopArgs),
 }
 
 /// `meridian serve` flags; each overrides the config file.
@@ -67,6 +71,12 @@ pub struct ServeArgs {
     /// Visitor HTTPS port of every PoP.
     #[arg(long, value_name = "PORT")]
     pub https_port: Option<u16>,
+    /// DNS server address, UDP and TCP (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub dns_listen: Option<SocketAddr>,
+    /// GeoIP database (MaxMind format) instead of the built-in country database.
+    #[arg(long, value_name = "FILE")]
+    pub geoip: Option<PathBuf>,
     /// Check the configuration, print it and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -76,6 +86,7 @@ pub struct ServeArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Agent(args) => agent::run(args).await,
+        Command::Pop(args) => pop::run(args).await,
         Command::Serve(args) => {
             let ServeArgs {
                 config,
@@ -87,6 +98,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 agent_port,
                 http_port,
                 https_port,
+                dns_listen,
+                geoip,
                 check_config,
             } = args;
             let overrides = config::Overrides {
@@ -98,6 +111,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 agent_port,
                 http_port,
                 https_port,
+                dns_listen,
+                geoip,
             };
             let settings = config::Settings::load(config.as_deref(), overrides)?;
             if check_config {

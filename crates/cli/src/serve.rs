@@ -1,5 +1,6 @@
-//! `meridian serve`: every role of the platform in one process: the store, the API, and one
-//! edge per PoP, each on its own addresses, all sharing one tunnel registry.
+//! `meridian serve`: every role of the platform in one process: the store, the API, the
+//! authoritative DNS server and one edge per PoP, each on its own addresses, all sharing one
+//! tunnel registry. Each edge reports to the DNS server's health board while it runs.
 
 use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
@@ -7,6 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use meridian_api::{ApiConfig, ApiState};
+use meridian_core::Hostname;
+use meridian_dns::{Authority, DnsListeners, DnsService, GeoDb, HealthBoard, ZoneConfig};
 use meridian_edge::registry::LocalRegistry;
 use meridian_edge::{Platform, PopListeners};
 use meridian_store::Store;
@@ -15,6 +18,9 @@ use tokio::sync::watch;
 
 use crate::bootstrap;
 use crate::config::Settings;
+
+/// The built-in GeoIP database: country level, IPv4 and IPv6 (see `NOTICE`).
+static BUILTIN_GEOIP: &[u8] = include_bytes!("../geoip/geo-whois-asn-country.mmdb");
 
 /// Runs until `shutdown` completes, then stops accepting and drains.
 pub async fn run(
@@ -72,6 +78,30 @@ pub async fn run(
         snapshot: state.store.subscribe(),
         base_domain: settings.base_domain.clone(),
     });
+    let health = Arc::new(HealthBoard::new());
+    let dns_listeners = DnsListeners::bind(settings.dns_listen)
+        .await
+        .with_context(|| format!("binding the DNS server to {}", settings.dns_listen))?;
+    let dns_service = DnsService {
+        authority: Arc::new(Authority::new(
+            zone_config(&settings, &dns_listeners)?,
+            Some(geo_db(&settings)?),
+        )),
+        snapshot: platform.snapshot.clone(),
+        health: health.clone(),
+    };
+    dns_listeners.log();
+    let mut dns = tokio::spawn(meridian_dns::serve(
+        dns_service,
+        dns_listeners,
+        settings.dns_udp_workers,
+        stopped(),
+    ));
+    let health_watch = tokio::spawn({
+        let (health, stopped) = (health.clone(), stopped());
+        async move { health.watch(stopped).await }
+    });
+
     let mut pops = tokio::task::JoinSet::new();
     for pop in &settings.pops {
         let listeners = bind_pop(&settings, pop.site.addresses[0]).await?;
@@ -81,7 +111,20 @@ pub async fn run(
             print_agent_hint(&settings, agent_addr);
         }
         let (platform, site, stopped) = (platform.clone(), pop.site.clone(), stopped());
-        pops.spawn(async move { meridian_edge::run_pop(platform, site, listeners, stopped).await });
+        // Live from the moment its listeners are bound, before the API takes any request.
+        health.report(site.code);
+        let health = health.clone();
+        pops.spawn(async move {
+            let code = site.code;
+            let edge = meridian_edge::run_pop(platform, site, listeners, stopped);
+            // The reports stop the moment the edge does, so DNS stops naming a dead PoP.
+            let result = tokio::select! {
+                result = edge => result,
+                () = health.report_while_running(code) => Ok(()),
+            };
+            health.withdraw(code);
+            result
+        });
     }
 
     let mut api = tokio::spawn(meridian_api::serve(listener, state, stopped()));
@@ -91,6 +134,10 @@ pub async fn run(
     let early = tokio::select! {
         () = shutdown => None,
         ended = &mut api => Some(ended),
+        ended = &mut dns => {
+            ended?.context("serving DNS")?;
+            anyhow::bail!("the DNS server stopped on its own");
+        }
         Some(pop) = pops.join_next() => {
             pop?.context("running a PoP")?;
             None
@@ -103,8 +150,40 @@ pub async fn run(
         None => api.await,
     };
     ended?.context("serving the API")?;
+    dns.await?.context("serving DNS")?;
+    health_watch.await?;
     follower.await?;
     Ok(())
+}
+
+/// The DNS server's zones, from the PoPs' configured addresses and TCP hosts.
+fn zone_config(settings: &Settings, dns: &DnsListeners) -> anyhow::Result<ZoneConfig> {
+    let dns_ip = dns.local_addr()?.ip();
+    Ok(ZoneConfig {
+        base_domain: settings.base_domain.clone(),
+        pop_addresses: std::array::from_fn(|i| settings.pops[i].site.addresses.clone()),
+        // A TCP host given as an IP address needs no DNS.
+        tcp_hosts: settings
+            .pops
+            .iter()
+            .filter_map(|p| Some((Hostname::parse(&p.addr_pool.host).ok()?, p.site.code)))
+            .collect(),
+        ns_addresses: if dns_ip.is_unspecified() {
+            Vec::new()
+        } else {
+            vec![dns_ip]
+        },
+        ttl: settings.dns_ttl,
+    })
+}
+
+fn geo_db(settings: &Settings) -> anyhow::Result<GeoDb> {
+    let db = match &settings.geoip {
+        Some(path) => GeoDb::open(path)?,
+        None => GeoDb::from_static(BUILTIN_GEOIP, "built-in country database")?,
+    };
+    tracing::info!(geoip = %db.description(), "dns geoip database loaded");
+    Ok(db)
 }
 
 /// Binds one PoP's agent, HTTP and HTTPS listeners on its first address.

@@ -99,6 +99,14 @@ impl Hostname {
     }
 }
 
+/// Lets maps keyed by hostname be searched with a plain `&str` (the DNS server's lower-cased
+/// query name) without building a `Hostname`; both hash the same bytes.
+impl std::borrow::Borrow<str> for Hostname {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// IDNA's punycode for a name with non-ASCII labels; a leading `*.` is kept aside because
 /// UTS #46 does not allow `*`.
 fn to_punycode(name: &str) -> Option<String> {

@@ -172,6 +172,26 @@ impl PopSet {
         Self(self.0 | other.0)
     }
 
+    /// The PoPs in both sets.
+    pub const fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// The PoPs in `self` but not in `other`.
+    pub const fn difference(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
+    /// The set whose bit `i` stands for catalog position `i`.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits)
+    }
+
+    /// One bit per catalog position.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
     /// Whether no PoP is in the set.
     pub const fn is_empty(self) -> bool {
         self.0 == 0

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::hostname::Hostname;
-use crate::pop::PopCode;
+use crate::pop::{PopCode, PopSet};
 use crate::resolution::{Resolution, resolve};
 use crate::secret::SecretHash;
 use crate::target::Target;
@@ -82,6 +82,7 @@ pub struct RoutingSnapshot {
     cname_targets: HashMap<Hostname, Hostname>,
     addrs: HashMap<String, AddrRoute>,
     credentials: HashMap<SecretHash, CredentialRoute>,
+    drained: PopSet,
 }
 
 impl RoutingSnapshot {
@@ -107,7 +108,20 @@ impl RoutingSnapshot {
             cname_targets,
             addrs: addrs.into_iter().map(|a| (a.addr.clone(), a)).collect(),
             credentials: credentials.into_iter().collect(),
+            drained: PopSet::EMPTY,
         }
+    }
+
+    /// The same snapshot with these PoPs drained by the operator.
+    pub fn with_drained(mut self, drained: PopSet) -> Self {
+        self.drained = drained;
+        self
+    }
+
+    /// The PoPs the operator has drained: DNS stops naming them while any other PoP of a
+    /// domain's set is available.
+    pub fn drained(&self) -> PopSet {
+        self.drained
     }
 
     /// The store version this snapshot reflects; it only grows.
@@ -123,22 +137,45 @@ impl RoutingSnapshot {
     /// The reservation that serves `host`: the exact name if reserved, else the closest
     /// wildcard above it (`*.example.com` serves `a.example.com` and `a.b.example.com`).
     pub fn domain(&self, host: &Hostname) -> Option<&DomainRoute> {
-        if let Some(route) = self.domains.get(host) {
+        self.domain_named(host.as_str())
+    }
+
+    /// [`Self::domain`] for a name that is already canonical (lower-case ASCII, no trailing
+    /// dot) but not checked: an invalid name simply matches nothing.
+    pub fn domain_named(&self, name: &str) -> Option<&DomainRoute> {
+        if let Some(route) = self.domains.get(name) {
             return Some(route);
         }
-        let mut parent = host.parent();
-        while let Some(zone) = parent {
-            let wildcard = Hostname::parse(&format!("*.{zone}")).ok()?;
-            if let Some(route) = self.domains.get(&wildcard) {
+        let mut wildcard = String::with_capacity(name.len() + 2);
+        let mut rest = name;
+        // A wildcard covers names below its parent, which has at least two labels.
+        while let Some((_, parent)) = rest.split_once('.') {
+            if !parent.contains('.') {
+                break;
+            }
+            wildcard.clear();
+            wildcard.push_str("*.");
+            wildcard.push_str(parent);
+            if let Some(route) = self.domains.get(wildcard.as_str()) {
                 return Some(route);
             }
-            parent = zone.parent();
+            rest = parent;
         }
         None
     }
 
+    /// The domain reserved under exactly this name, wildcard or not.
+    pub fn reserved_exactly(&self, name: &str) -> Option<&DomainRoute> {
+        self.domains.get(name)
+    }
+
     /// The custom domain whose CNAME target is `target`.
     pub fn domain_by_cname_target(&self, target: &Hostname) -> Option<&DomainRoute> {
+        self.domain_by_cname_target_named(target.as_str())
+    }
+
+    /// [`Self::domain_by_cname_target`] for an unchecked canonical name.
+    pub fn domain_by_cname_target_named(&self, target: &str) -> Option<&DomainRoute> {
         self.domains.get(self.cname_targets.get(target)?)
     }
 

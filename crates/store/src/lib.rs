@@ -28,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use meridian_core::certificate::CertificatePolicy;
 use meridian_core::id::{IdKind, is_valid_id};
 use meridian_core::secret::Secret;
-use meridian_core::{PopCode, RoutingSnapshot};
+use meridian_core::{PopCode, PopSet, RoutingSnapshot};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::watch;
@@ -223,6 +223,10 @@ impl Store {
             return Ok(None);
         }
         let account = self.insert_account(&mut tx, "default", api_key).await?;
+        sqlx::query("UPDATE accounts SET operator = 1 WHERE id = $1")
+            .bind(&account)
+            .execute(&mut *tx)
+            .await?;
         self.insert_credential(
             &mut tx,
             &account,
@@ -281,6 +285,36 @@ impl Store {
                 .fetch_optional(&self.inner.pool)
                 .await?,
         )
+    }
+
+    /// Whether the account is the operator's, the one allowed to manage PoPs.
+    pub async fn is_operator(&self, account: &str) -> Result<bool, StoreError> {
+        let flag: Option<i64> = sqlx::query_scalar("SELECT operator FROM accounts WHERE id = $1")
+            .bind(account)
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        Ok(flag == Some(1))
+    }
+
+    // ---- PoPs ----
+
+    /// Drains `pop` (DNS stops naming it while another PoP of a domain's set is available) or
+    /// undrains it. Returns the drained set after the change.
+    pub async fn set_drained(&self, pop: PopCode, drained: bool) -> Result<PopSet, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM pop_drains WHERE pop = $1")
+            .bind(pop.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if drained {
+            sqlx::query("INSERT INTO pop_drains (pop, drained_at) VALUES ($1, $2)")
+                .bind(pop.as_str())
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.commit(tx).await?;
+        Ok(self.snapshot().drained())
     }
 
     // ---- generic per-account reads ----
@@ -396,6 +430,47 @@ impl Store {
         })?;
         self.commit(tx).await?;
         Ok(domain)
+    }
+
+    /// Reserves many domains for the account in one transaction, publishing one snapshot at
+    /// the end: for imports and benchmarks, where a snapshot per domain would cost O(n²). All
+    /// or nothing: a name already taken fails the whole import.
+    pub async fn import_domains(
+        &self,
+        account: &str,
+        domains: impl IntoIterator<Item = NewDomain>,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut count = 0;
+        for new in domains {
+            let (authority, key_type) = policy_columns(new.certificate_policy);
+            sqlx::query(
+                "INSERT INTO reserved_domains (id, account_id, domain, description, metadata, \
+                 resolves_to, cert_authority, cert_key_type, cname_target, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(self.inner.ids.next(IdKind::ReservedDomain))
+            .bind(account)
+            .bind(new.domain.as_str())
+            .bind(&new.description)
+            .bind(&new.metadata)
+            .bind(records::encode_targets(&new.resolves_to))
+            .bind(authority)
+            .bind(key_type)
+            .bind(new.cname_target.as_ref().map(|t| t.as_str().to_owned()))
+            .bind(now())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::DomainTaken {
+                    by_same_account: false,
+                },
+                _ => StoreError::Database(e),
+            })?;
+            count += 1;
+        }
+        self.commit(tx).await?;
+        Ok(count)
     }
 
     /// Applies `changes` to one of the account's domains.

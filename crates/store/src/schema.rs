@@ -7,7 +7,7 @@ use sqlx::{Any, Transaction};
 use crate::{Backend, StoreError};
 
 /// Migrations in order; a migration is never edited once released, only followed by another.
-const MIGRATIONS: &[(i64, &str)] = &[(1, INITIAL)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, INITIAL), (2, DRAINS_AND_OPERATOR)];
 
 const INITIAL: &str = "
 CREATE TABLE meridian_meta (
@@ -61,6 +61,17 @@ CREATE TABLE reserved_addrs (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX reserved_addrs_by_account ON reserved_addrs (account_id, id);
+";
+
+/// Drained PoPs, and which account is the operator's (the first one, made at bootstrap):
+/// only the operator may drain a PoP.
+const DRAINS_AND_OPERATOR: &str = "
+CREATE TABLE pop_drains (
+    pop TEXT PRIMARY KEY,
+    drained_at BIGINT NOT NULL
+);
+ALTER TABLE accounts ADD COLUMN operator BIGINT NOT NULL DEFAULT 0;
+UPDATE accounts SET operator = 1 WHERE id = (SELECT MIN(id) FROM accounts)
 ";
 
 /// Brings the schema up to date. Each migration runs in its own transaction together with the

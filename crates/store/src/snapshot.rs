@@ -4,9 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use meridian_core::RoutingSnapshot;
 use meridian_core::secret::SecretHash;
 use meridian_core::snapshot::{AddrRoute, CredentialRoute, DomainRoute};
+use meridian_core::{PopCode, PopSet, RoutingSnapshot};
 use sqlx::any::AnyRow;
 use sqlx::postgres::PgListener;
 use sqlx::{AnyPool, Row};
@@ -77,10 +77,18 @@ pub(crate) async fn load(pool: &AnyPool, backend: Backend) -> Result<RoutingSnap
         };
         credentials.push((hash, route));
     }
+    let drained: Vec<String> = sqlx::query_scalar("SELECT pop FROM pop_drains")
+        .fetch_all(&mut *tx)
+        .await?;
+    let drained = drained
+        .iter()
+        .map(|code| code.parse::<PopCode>())
+        .collect::<Result<PopSet, _>>()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.commit().await?;
 
     let version = u64::try_from(version).map_err(|_| StoreError::Corrupt("version".into()))?;
-    Ok(RoutingSnapshot::new(version, domains, addrs, credentials))
+    Ok(RoutingSnapshot::new(version, domains, addrs, credentials).with_drained(drained))
 }
 
 fn select_all<T: Record>(extra_columns: &str) -> String {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meridian_core::target::parse_targets;
-use meridian_core::{Hostname, PopCode, RoutingSnapshot};
+use meridian_core::{Hostname, PopCode, PopSet, RoutingSnapshot};
 use meridian_store::{
     AddrPool, Credential, DomainChanges, NewDomain, ReservedAddr, ReservedDomain, Store, StoreError,
 };
@@ -65,6 +65,8 @@ both_backends!(
     credentials_resolve_to_their_account,
     everything_survives_reopening,
     another_store_on_the_same_database_follows_changes,
+    drains_are_published_and_only_the_first_account_operates,
+    imports_are_one_transaction,
 );
 
 fn host(name: &str) -> Hostname {
@@ -439,4 +441,70 @@ async fn another_store_on_the_same_database_follows_changes(db: TestDb) {
     assert_eq!(follower.snapshot().version(), writer.snapshot().version());
     stop_tx.send(()).unwrap();
     task.await.unwrap();
+}
+
+async fn drains_are_published_and_only_the_first_account_operates(db: TestDb) {
+    let store = Store::open(&db.url).await.unwrap();
+    let operator = store
+        .bootstrap(
+            &meridian_store::new_api_key(),
+            &meridian_store::new_authtoken(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let (customer, _) = store.create_account("customer").await.unwrap();
+    assert!(store.is_operator(&operator).await.unwrap());
+    assert!(!store.is_operator(&customer).await.unwrap());
+    assert!(!store.is_operator("ac_nobody").await.unwrap());
+
+    assert_eq!(store.snapshot().drained(), PopSet::EMPTY);
+    let drained = store.set_drained(PopCode::Eu, true).await.unwrap();
+    assert_eq!(drained, PopSet::only(PopCode::Eu));
+    assert_eq!(store.snapshot().drained(), PopSet::only(PopCode::Eu));
+    // Idempotent, and another PoP adds to the set.
+    store.set_drained(PopCode::Eu, true).await.unwrap();
+    let both = store.set_drained(PopCode::Jp, true).await.unwrap();
+    assert_eq!(both.len(), 2);
+
+    // Survives a restart.
+    drop(store);
+    let store = Store::open(&db.url).await.unwrap();
+    assert_eq!(store.snapshot().drained().len(), 2);
+    let left = store.set_drained(PopCode::Eu, false).await.unwrap();
+    assert_eq!(left, PopSet::only(PopCode::Jp));
+}
+
+async fn imports_are_one_transaction(db: TestDb) {
+    let store = Store::open(&db.url).await.unwrap();
+    let (account, _) = store.create_account("bulk").await.unwrap();
+    let before = store.snapshot().version();
+    let names: Vec<NewDomain> = (0..500)
+        .map(|i| new_domain(&format!("d{i}.example.com"), &["eu"]))
+        .collect();
+    assert_eq!(store.import_domains(&account, names).await.unwrap(), 500);
+    let snap = store.snapshot();
+    assert_eq!((snap.domain_count(), snap.version()), (500, before + 1));
+    assert!(snap.domain(&host("d499.example.com")).is_some());
+
+    // One name already taken: nothing of the import is kept.
+    let clash = vec![
+        new_domain("fresh.example.com", &[]),
+        new_domain("d7.example.com", &[]),
+    ];
+    assert!(matches!(
+        store.import_domains(&account, clash).await,
+        Err(StoreError::DomainTaken { .. })
+    ));
+    assert!(
+        store
+            .snapshot()
+            .domain(&host("fresh.example.com"))
+            .is_none()
+    );
+    let page = store
+        .list::<ReservedDomain>(&account, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 500);
 }

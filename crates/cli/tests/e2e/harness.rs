@@ -15,6 +15,8 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 pub(crate) struct Server {
     child: Child,
     pub(crate) url: String,
+    /// The DNS server's `ip:port`, from `dns listening on udp://…`.
+    pub(crate) dns: Arc<Mutex<Option<String>>>,
     /// `(pop, kind)` → `ip:port`, from the `pop <code> <kind> listening on <url>` lines.
     pub(crate) pops: Arc<Mutex<std::collections::HashMap<(String, String), String>>>,
     stdout: Arc<Mutex<String>>,
@@ -31,6 +33,7 @@ impl Server {
             .arg(data_dir)
             .args(["--api-listen", "127.0.0.1:0"])
             .args(["--agent-port", "0", "--http-port", "0", "--https-port", "0"])
+            .args(["--dns-listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -51,6 +54,8 @@ impl Server {
         let sink = stderr.clone();
         let pops = Arc::new(Mutex::new(std::collections::HashMap::new()));
         let pop_sink = pops.clone();
+        let dns = Arc::new(Mutex::new(None));
+        let dns_sink = dns.clone();
         let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push_str(&format!("{line}\n"));
@@ -64,6 +69,9 @@ impl Server {
                             .insert((code.to_owned(), kind.to_owned()), addr.to_owned());
                     }
                 }
+                if let Some((_, addr)) = line.split_once("dns listening on udp://") {
+                    *dns_sink.lock().unwrap() = Some(addr.trim().to_owned());
+                }
                 if let Some((_, url)) = line.split_once("api listening on ") {
                     let _ = tx.send(url.trim().to_owned());
                 }
@@ -72,6 +80,7 @@ impl Server {
         let mut server = Self {
             child,
             url: String::new(),
+            dns,
             pops,
             stdout,
             stderr,
@@ -86,6 +95,15 @@ impl Server {
     /// `ip:port` of one PoP listener (`agent`, `http` or `https`).
     pub(crate) fn pop(&self, code: &str, kind: &str) -> String {
         self.pops.lock().unwrap()[&(code.to_owned(), kind.to_owned())].clone()
+    }
+
+    /// `ip:port` of the DNS server.
+    pub(crate) fn dns(&self) -> String {
+        self.dns
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("dns listening line seen before the api's")
     }
 
     pub(crate) fn output(&self) -> String {

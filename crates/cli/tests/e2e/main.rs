@@ -1,6 +1,7 @@
 //! End-to-end tests of `meridian serve`: the real binary, real sockets, real `curl`.
 
 mod agent;
+mod dns;
 mod harness;
 
 use std::os::unix::fs::PermissionsExt;
