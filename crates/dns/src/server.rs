@@ -29,6 +29,16 @@ const UDP_BATCH: usize = 32;
 const UDP_QUERY_MAX: usize = 4096;
 /// Socket buffers: a burst of queries waits in the kernel rather than being dropped.
 const UDP_SOCKET_BUFFER: usize = 4 << 20;
+use nix::{setsockopt_impl, sockopt_impl};
+sockopt_impl!(
+    /// `IP_MTU_DISCOVER`: how the kernel treats path MTU on this socket.
+    PathMtuDiscovery,
+    SetOnly,
+    libc::IPPROTO_IP,
+    libc::IP_MTU_DISCOVER,
+    libc::c_int
+);
+
 /// How long a UDP worker blocks before it looks at the stop flag.
 const UDP_POLL: Duration = Duration::from_millis(200);
 /// Concurrent TCP connections; more wait in the kernel's accept queue.
@@ -93,6 +103,16 @@ pub async fn serve(
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
     let _ = sockref.set_recv_buffer_size(UDP_SOCKET_BUFFER);
     let _ = sockref.set_send_buffer_size(UDP_SOCKET_BUFFER);
+    if listeners.udp.local_addr()?.is_ipv4() {
+        // DF set, path MTU ignored: answers are capped at MAX_UDP_SIZE, so they never need
+        // fragments, a forged "fragmentation needed" cannot make us send them, and the kernel
+        // skips choosing an IP id for every packet.
+        let _ = nix::sys::socket::setsockopt(
+            &listeners.udp,
+            PathMtuDiscovery,
+            &libc::IP_PMTUDISC_PROBE,
+        );
+    }
     let mut threads = Vec::new();
     for index in 0..udp_workers.max(1) {
         let socket = listeners.udp.try_clone()?;
