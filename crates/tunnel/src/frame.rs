@@ -17,7 +17,7 @@ pub const MAX_STREAM_ID: u32 = 0x7FFF_FFFF;
 
 const TYPE_RST: u8 = 0;
 const TYPE_DATA: u8 = 1;
-const TYPE_WNDINC: u8 = 2;
+pub(crate) const TYPE_WNDINC: u8 = 2;
 const TYPE_GOAWAY: u8 = 3;
 /// Low-nibble flag: the sender will write no more on this stream.
 pub const FLAG_FIN: u8 = 0x1;

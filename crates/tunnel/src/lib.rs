@@ -1,13 +1,15 @@
 //! The server side of the ngrok agent protocol: muxado frames and sessions, typed streams,
-//! and the JSON RPC messages. It knows nothing of domains, accounts or PoPs; the edge does.
+//! and the JSON RPC messages; and one piece of the agent's side, write coalescing. It knows nothing of domains, accounts or PoPs; the edge does.
 //!
 //! # Layout
 //! - [`frame`]: the wire format of muxado frames.
 //! - [`session`]: sessions, streams, flow control.
 //! - [`proto`]: the JSON messages and stream types.
 //! - [`rpc`]: reading requests and answering them.
+//! - [`coalesce`]: write coalescing for the agent's side of a connection.
 #![warn(missing_docs)]
 
+pub mod coalesce;
 pub mod frame;
 pub mod proto;
 pub mod rpc;

@@ -1,0 +1,481 @@
+//! Write coalescing for the agent's side of a muxado connection, used by `meridian agent`.
+//! The `ngrok` crate's muxado writer sends every frame with a write and a flush of its own,
+//! and a window update after every read, so under load each request cost two TLS records and
+//! two system calls, and with Nagle's algorithm on, the second waited for the edge's ACK.
+//!
+//! [`Coalesced`] takes the frames into a buffer and leaves the writing to a flusher task, so
+//! the frames of one pass of the scheduler go out as one TLS write. Window updates alone are
+//! held back until other frames go out or [`GRANT_RELEASE`] bytes of grants have gathered:
+//! the peer's 256 KiB window can only run dry once a full window is consumed and ungranted,
+//! and a held grant never covers more than a quarter of one, so holding never stalls a
+//! stream. A response then carries the grant for its request in the same write.
+//!
+//! A flush that returns `Ready` only means that the flusher has the bytes; they go out as soon
+//! as it runs. Writers wait once [`BUFFER_LIMIT`] bytes are pending, so memory stays bounded
+//! when the peer reads slowly.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::frame::{HEADER_LEN, TYPE_WNDINC};
+
+/// Bytes that may wait for the flusher before writers are made to wait too. A quarter of a
+/// megabyte covers one full window of a stream, so a bulk transfer never waits on it for
+/// long.
+pub const BUFFER_LIMIT: usize = 256 * 1024;
+/// Grants held back at most, summed over every stream: a quarter of a stream's window.
+pub const GRANT_RELEASE: u64 = crate::WINDOW_SIZE as u64 / 4;
+
+/// A byte stream whose writes are gathered and written by a flusher task.
+#[derive(Debug)]
+pub struct Coalesced<T> {
+    shared: Arc<Mutex<State<T>>>,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    io: T,
+    /// Written by the application, not yet handed to `io`.
+    pending: Vec<u8>,
+    /// Where the frames written so far begin and end.
+    scan: Scanner,
+    /// Whether `pending` holds only whole window updates, and how much they grant.
+    only_grants: bool,
+    granted: u64,
+    /// Why writing failed; every later write reports it.
+    failed: Option<io::ErrorKind>,
+    /// The flusher, parked until there is something to write.
+    flusher: Option<Waker>,
+    /// An application writer waiting for room in `pending`.
+    writer: Option<Waker>,
+    /// The application side is gone; the flusher writes what is left and stops.
+    dropped: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The state is plain bytes and wakers; a panic elsewhere leaves it usable.
+    m.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+fn wake(slot: &mut Option<Waker>) {
+    if let Some(waker) = slot.take() {
+        waker.wake();
+    }
+}
+
+impl<T> Coalesced<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Wraps `io` and starts its flusher on the current Tokio runtime.
+    pub fn new(io: T) -> Self {
+        let shared = Arc::new(Mutex::new(State {
+            io,
+            pending: Vec::with_capacity(16 * 1024),
+            scan: Scanner::default(),
+            only_grants: true,
+            granted: 0,
+            failed: None,
+            flusher: None,
+            writer: None,
+            dropped: false,
+        }));
+        let flusher = shared.clone();
+        tokio::spawn(std::future::poll_fn(move |cx| flush(&flusher, cx)));
+        Self { shared }
+    }
+}
+
+/// One turn of the flusher: write everything pending, flush, then park until woken. Ends
+/// when the application side is dropped and nothing is left, or when writing fails.
+fn flush<T: AsyncWrite + Unpin>(shared: &Mutex<State<T>>, cx: &mut Context<'_>) -> Poll<()> {
+    let mut st = lock(shared);
+    let st = &mut *st;
+    if st.failed.is_some() {
+        return Poll::Ready(());
+    }
+    if st.only_grants && st.granted < GRANT_RELEASE && !st.dropped {
+        // Nothing but small grants: they leave with the next frame that is not one.
+        st.flusher = Some(cx.waker().clone());
+        return Poll::Pending;
+    }
+    let mut written = 0;
+    let mut result = Ok(());
+    while written < st.pending.len() {
+        match Pin::new(&mut st.io).poll_write(cx, &st.pending[written..]) {
+            Poll::Ready(Ok(0)) => {
+                result = Err(io::ErrorKind::WriteZero);
+                break;
+            }
+            Poll::Ready(Ok(n)) => written += n,
+            Poll::Ready(Err(e)) => {
+                result = Err(e.kind());
+                break;
+            }
+            Poll::Pending => break,
+        }
+    }
+    st.pending.drain(..written);
+    if st.pending.is_empty() {
+        st.only_grants = true;
+        st.granted = 0;
+    }
+    if result.is_ok() && st.pending.is_empty() {
+        match Pin::new(&mut st.io).poll_flush(cx) {
+            Poll::Ready(Err(e)) => result = Err(e.kind()),
+            Poll::Ready(Ok(())) | Poll::Pending => {}
+        }
+    }
+    if written > 0 || result.is_err() {
+        wake(&mut st.writer);
+    }
+    if let Err(kind) = result {
+        st.failed = Some(kind);
+        return Poll::Ready(());
+    }
+    if st.pending.is_empty() {
+        if st.dropped {
+            return Poll::Ready(());
+        }
+        // Parked: the next write wakes this task. (When `io` returned Pending above, it
+        // holds this waker too, and wakes it once the socket takes more.)
+        st.flusher = Some(cx.waker().clone());
+    }
+    Poll::Pending
+}
+
+/// Follows frame boundaries through the bytes written, to tell window updates from the rest.
+/// It only reads lengths and types; the bytes pass through unchanged.
+#[derive(Debug, Default)]
+struct Scanner {
+    /// The start of a frame, gathered until its header (and, for a window update, its
+    /// increment) is whole.
+    head: [u8; WNDINC_LEN],
+    head_len: usize,
+    /// Body bytes of the current frame still to come.
+    body_left: usize,
+}
+
+/// A window update: the header and a 4-byte increment.
+const WNDINC_LEN: usize = HEADER_LEN + 4;
+
+impl Scanner {
+    /// Takes the next bytes of the stream. Returns the sum of the increments when they were
+    /// whole window updates only, `None` when anything else was among them.
+    fn feed(&mut self, mut data: &[u8]) -> Option<u64> {
+        let mut granted = Some(0u64);
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(data.len());
+                self.body_left -= n;
+                data = &data[n..];
+                granted = None;
+                continue;
+            }
+            let want = if self.head_len < HEADER_LEN {
+                HEADER_LEN
+            } else {
+                WNDINC_LEN
+            };
+            let n = (want - self.head_len).min(data.len());
+            self.head[self.head_len..self.head_len + n].copy_from_slice(&data[..n]);
+            self.head_len += n;
+            data = &data[n..];
+            if self.head_len < HEADER_LEN {
+                // A header split across writes: not a whole update in this write.
+                granted = None;
+                continue;
+            }
+            let word = u32::from_be_bytes([self.head[0], self.head[1], self.head[2], self.head[3]]);
+            let length = (word >> 8) as usize;
+            let is_grant = (word >> 4) & 0xF == u32::from(TYPE_WNDINC) && length == 4;
+            if !is_grant {
+                self.body_left = length;
+                self.head_len = 0;
+                granted = None;
+            } else if self.head_len < WNDINC_LEN {
+                if data.is_empty() {
+                    // The increment comes in a later write.
+                    granted = None;
+                }
+            } else {
+                let tail = &self.head[HEADER_LEN..];
+                let increment = u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]);
+                granted = granted.map(|g| g + u64::from(increment));
+                self.head_len = 0;
+            }
+        }
+        granted
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Coalesced<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut lock(&self.shared).io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut st = lock(&self.shared);
+        if let Some(kind) = st.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
+        let room = BUFFER_LIMIT.saturating_sub(st.pending.len());
+        if room == 0 {
+            st.writer = Some(cx.waker().clone());
+            wake(&mut st.flusher);
+            return Poll::Pending;
+        }
+        let n = data.len().min(room);
+        st.pending.extend_from_slice(&data[..n]);
+        match st.scan.feed(&data[..n]) {
+            Some(granted) => st.granted += granted,
+            None => st.only_grants = false,
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = lock(&self.shared);
+        if let Some(kind) = st.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
+        if !st.only_grants || st.granted >= GRANT_RELEASE {
+            wake(&mut st.flusher);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Shutting down is rare (the session is ending): write what is left from here.
+        let mut st = lock(&self.shared);
+        let st = &mut *st;
+        if let Some(kind) = st.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
+        while !st.pending.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut st.io).poll_write(cx, &st.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            st.pending.drain(..n);
+        }
+        st.only_grants = true;
+        st.granted = 0;
+        Pin::new(&mut st.io).poll_shutdown(cx)
+    }
+}
+
+impl<T> Drop for Coalesced<T> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared);
+        st.dropped = true;
+        wake(&mut st.flusher);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::frame::{self, Frame};
+
+    fn wire(frame: Frame) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        frame.encode(&mut out);
+        out.to_vec()
+    }
+
+    fn data(stream: u32, payload: &'static [u8]) -> Vec<u8> {
+        wire(Frame::Data {
+            stream,
+            flags: 0,
+            payload: Bytes::from_static(payload),
+        })
+    }
+
+    fn grant(stream: u32, increment: u32) -> Vec<u8> {
+        wire(Frame::WndInc { stream, increment })
+    }
+
+    /// Each write that reached the peer, in order.
+    type Writes = Arc<Mutex<Vec<Vec<u8>>>>;
+
+    /// A peer that records each write that reaches it.
+    struct Recording {
+        writes: Writes,
+    }
+
+    impl AsyncRead for Recording {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Recording {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            lock(&self.writes).push(data.to_vec());
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn recording() -> (Coalesced<Recording>, Writes) {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let io = Coalesced::new(Recording {
+            writes: writes.clone(),
+        });
+        (io, writes)
+    }
+
+    /// Writes and flushes each frame, as the SDK's muxado writer does.
+    async fn send(io: &mut Coalesced<Recording>, frames: &[Vec<u8>]) {
+        for f in frames {
+            io.write_all(f).await.unwrap();
+            io.flush().await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn frames_of_one_turn_leave_in_one_write() {
+        let (mut io, writes) = recording();
+        let frames = [data(3, b"one"), data(5, b"two"), data(7, b"three")];
+        send(&mut io, &frames).await;
+        assert!(
+            lock(&writes).is_empty(),
+            "nothing is written before the flusher runs"
+        );
+        tokio::task::yield_now().await;
+        assert_eq!(*lock(&writes), vec![frames.concat()]);
+
+        send(&mut io, &[data(3, b"four")]).await;
+        tokio::task::yield_now().await;
+        assert_eq!(lock(&writes).len(), 2);
+        assert_eq!(lock(&writes)[1], data(3, b"four"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn small_grants_wait_for_the_next_frame_and_keep_their_place() {
+        let (mut io, writes) = recording();
+        send(&mut io, &[grant(2, 120), grant(4, 300)]).await;
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(lock(&writes).is_empty(), "small grants alone were written");
+
+        send(&mut io, &[data(3, b"response")]).await;
+        tokio::task::yield_now().await;
+        let expected = [grant(2, 120), grant(4, 300), data(3, b"response")].concat();
+        assert_eq!(*lock(&writes), vec![expected]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn grants_go_out_alone_once_they_add_up_to_a_quarter_window() {
+        let (mut io, writes) = recording();
+        let step = 16 * 1024;
+        let frames: Vec<Vec<u8>> = (0..GRANT_RELEASE / u64::from(step))
+            .map(|_| grant(2, step))
+            .collect();
+        send(&mut io, &frames[..frames.len() - 1]).await;
+        tokio::task::yield_now().await;
+        assert!(lock(&writes).is_empty(), "released below the threshold");
+        send(&mut io, &frames[frames.len() - 1..]).await;
+        tokio::task::yield_now().await;
+        assert_eq!(*lock(&writes), vec![frames.concat()]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn held_grants_are_written_on_shutdown() {
+        let (mut io, writes) = recording();
+        send(&mut io, &[grant(2, 10)]).await;
+        io.shutdown().await.unwrap();
+        assert_eq!(lock(&writes).concat(), grant(2, 10));
+    }
+
+    #[test]
+    fn the_scanner_follows_frames_split_anywhere() {
+        let stream = [grant(2, 7), data(3, b"hello"), grant(4, 9), grant(6, 1)].concat();
+        // Whole frames, one write each.
+        let mut scan = Scanner::default();
+        assert_eq!(scan.feed(&grant(2, 7)), Some(7));
+        assert_eq!(scan.feed(&data(3, b"hello")), None);
+        assert_eq!(scan.feed(&[grant(4, 9), grant(6, 1)].concat()), Some(10));
+        // The same bytes cut at every point: a cut grant is never counted as whole, and the
+        // scanner is back on frame boundaries afterwards.
+        for cut in 0..stream.len() {
+            let mut scan = Scanner::default();
+            let _ = scan.feed(&stream[..cut]);
+            let _ = scan.feed(&stream[cut..]);
+            assert_eq!(scan.head_len, 0, "cut at {cut}");
+            assert_eq!(scan.body_left, 0, "cut at {cut}");
+            assert_eq!(scan.feed(&grant(8, 5)), Some(5), "cut at {cut}");
+        }
+        // An RST has the same length as a grant but is not one.
+        let rst = wire(Frame::Rst {
+            stream: 2,
+            code: frame::ErrorCode::StreamCancelled,
+        });
+        assert_eq!(Scanner::default().feed(&rst), None);
+    }
+
+    #[tokio::test]
+    async fn bulk_data_arrives_whole_and_in_order() {
+        let (near, mut far) = tokio::io::duplex(4096);
+        let mut io = Coalesced::new(near);
+        let bytes: Vec<u8> = (0..3 * BUFFER_LIMIT).map(|i| (i * 7 % 251) as u8).collect();
+        let expected = bytes.clone();
+        let writer = tokio::spawn(async move {
+            for chunk in bytes.chunks(1000) {
+                io.write_all(chunk).await.unwrap();
+                io.flush().await.unwrap();
+            }
+            io.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "bytes changed or reordered");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_vanished_peer_fails_later_writes() {
+        let (near, far) = tokio::io::duplex(64);
+        drop(far);
+        let mut io = Coalesced::new(near);
+        io.write_all(&data(3, b"hello")).await.unwrap();
+        io.flush().await.unwrap();
+        // One turn lets the flusher find the peer gone.
+        tokio::task::yield_now().await;
+        let err = io.write_all(&data(3, b"again")).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+}
