@@ -170,15 +170,18 @@ pub async fn run_pop(
     let agent_key = platform
         .ca
         .issue(&agent_names(&site, &platform.base_domain))?;
-    let agent_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let mut agent_config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(tls::FixedCert(agent_key)));
+    // The provider's order (AES-128-GCM first) over the client's; see `ca::provider`.
+    agent_config.ignore_client_order = true;
     let mut https_config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(tls::CaResolver(platform.ca.clone())));
     https_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    https_config.ignore_client_order = true;
     let pop = Arc::new(Pop {
         site,
         platform,

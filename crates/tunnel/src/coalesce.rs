@@ -27,6 +27,9 @@ use crate::frame::{HEADER_LEN, TYPE_WNDINC};
 /// megabyte covers one full window of a stream, so a bulk transfer never waits on it for
 /// long.
 pub const BUFFER_LIMIT: usize = 256 * 1024;
+/// Writes at least this large skip the buffer when nothing is pending: they gain nothing from
+/// company and would only be copied once more.
+const DIRECT_WRITE: usize = 16 * 1024;
 /// Grants held back at most, summed over every stream: a quarter of a stream's window.
 pub const GRANT_RELEASE: u64 = crate::WINDOW_SIZE as u64 / 4;
 
@@ -232,6 +235,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
         let mut st = lock(&self.shared);
         if let Some(kind) = st.failed {
             return Poll::Ready(Err(kind.into()));
+        }
+        if st.pending.is_empty() && data.len() >= DIRECT_WRITE {
+            // Bulk data with nothing ahead of it: straight to `io`, saving a copy. The
+            // flusher is woken to flush whatever `io` buffered.
+            let st = &mut *st;
+            match Pin::new(&mut st.io).poll_write(cx, data) {
+                Poll::Ready(Ok(n)) => {
+                    // Nothing is pending, so only the frame boundaries need following.
+                    let _ = st.scan.feed(&data[..n]);
+                    wake(&mut st.flusher);
+                    return Poll::Ready(Ok(n));
+                }
+                Poll::Ready(Err(e)) => {
+                    st.failed = Some(e.kind());
+                    return Poll::Ready(Err(e));
+                }
+                // The socket is full: buffer it like the rest.
+                Poll::Pending => {}
+            }
         }
         let room = BUFFER_LIMIT.saturating_sub(st.pending.len());
         if room == 0 {
@@ -446,6 +468,24 @@ mod tests {
         assert_eq!(Scanner::default().feed(&rst), None);
     }
 
+    #[tokio::test(flavor = "current_thread")]
+    async fn bulk_writes_skip_the_buffer_only_when_nothing_is_ahead() {
+        let (mut io, writes) = recording();
+        let big = wire(Frame::Data {
+            stream: 3,
+            flags: 0,
+            payload: Bytes::from(vec![7u8; DIRECT_WRITE]),
+        });
+        send(&mut io, std::slice::from_ref(&big)).await;
+        assert_eq!(*lock(&writes), vec![big.clone()], "written at once");
+
+        // Behind a held grant, the same write waits its turn and both leave together.
+        send(&mut io, &[grant(2, 10), big.clone()]).await;
+        assert_eq!(lock(&writes).len(), 1);
+        tokio::task::yield_now().await;
+        assert_eq!(lock(&writes)[1], [grant(2, 10), big].concat());
+    }
+
     #[tokio::test]
     async fn bulk_data_arrives_whole_and_in_order() {
         let (near, mut far) = tokio::io::duplex(4096);
@@ -453,9 +493,16 @@ mod tests {
         let bytes: Vec<u8> = (0..3 * BUFFER_LIMIT).map(|i| (i * 7 % 251) as u8).collect();
         let expected = bytes.clone();
         let writer = tokio::spawn(async move {
-            for chunk in bytes.chunks(1000) {
+            // Small writes that are buffered and large ones that may go straight through.
+            let mut rest = &bytes[..];
+            for size in [1000, 40_000].into_iter().cycle() {
+                let (chunk, tail) = rest.split_at(size.min(rest.len()));
                 io.write_all(chunk).await.unwrap();
                 io.flush().await.unwrap();
+                rest = tail;
+                if rest.is_empty() {
+                    break;
+                }
             }
             io.shutdown().await.unwrap();
         });
