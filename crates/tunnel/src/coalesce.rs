@@ -16,12 +16,13 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::frame::{HEADER_LEN, TYPE_WNDINC};
+use crate::session::{lock, wake};
 
 /// Bytes that may wait for the flusher before writers are made to wait too. A quarter of a
 /// megabyte covers one full window of a stream, so a bulk transfer never waits on it for
@@ -57,17 +58,6 @@ struct State<T> {
     writer: Option<Waker>,
     /// The application side is gone; the flusher writes what is left and stops.
     dropped: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The state is plain bytes and wakers; a panic elsewhere leaves it usable.
-    m.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-fn wake(slot: &mut Option<Waker>) {
-    if let Some(waker) = slot.take() {
-        waker.wake();
-    }
 }
 
 impl<T> Coalesced<T>

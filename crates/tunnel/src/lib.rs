@@ -1,5 +1,6 @@
 //! The server side of the ngrok agent protocol: muxado frames and sessions, typed streams,
-//! and the JSON RPC messages; and one piece of the agent's side, write coalescing. It knows nothing of domains, accounts or PoPs; the edge does.
+//! and the JSON RPC messages; and one piece of the agent's side, write coalescing. It knows
+//! nothing of domains, accounts or PoPs; the edge does.
 //!
 //! # Layout
 //! - [`frame`]: the wire format of muxado frames.

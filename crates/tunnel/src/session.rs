@@ -120,8 +120,8 @@ struct StreamState {
     write_waker: Option<Waker>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a stream lock leaves plain data behind; keep serving.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves plain data behind; keep serving.
     m.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
@@ -153,7 +153,7 @@ impl Cell {
     }
 }
 
-fn wake(slot: &mut Option<Waker>) {
+pub(crate) fn wake(slot: &mut Option<Waker>) {
     if let Some(w) = slot.take() {
         w.wake();
     }
