@@ -1,13 +1,12 @@
-//! Visitor HTTP, over plain TCP or terminated TLS: each request is checked against the
-//! domain's pinning (421 here, never a hand-off to another PoP), routed by host to a tunnel,
-//! given `X-Forwarded-*` headers and sent to the agent as HTTP/1.1 over a proxy stream. A
-//! visitor connection keeps using the same stream while it can, so the agent keeps one
-//! upstream connection per visitor connection, as a plain reverse proxy would.
+//! Visitor HTTP, over plain TCP or terminated TLS: what every request goes through whichever
+//! way it is carried ([`admit_request`]: the host, the SNI match, the domain's pinning, 421
+//! here and never a hand-off to another PoP, then the tunnel), and HTTP/2 visitors, served
+//! with hyper and sent to the agent as HTTP/1.1 over proxy streams. HTTP/1.x visitors take
+//! the relay in `h1.rs` instead.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -15,161 +14,179 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HOST, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use meridian_core::Hostname;
 use meridian_tunnel::proto::{ProxyHeader, TYPE_PROXY};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use crate::pages;
+use crate::pages::{self, Page};
 use crate::registry::{EndpointKey, EndpointKind, Tunnel};
 use crate::{Admission, Pop};
 
 /// Largest request head (request line and headers) a visitor may send.
 pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// How long a visitor may take to send a request head, including between keep-alive requests.
-pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Either a response streamed from the agent or one the edge made itself.
 pub(crate) type Body = Either<Incoming, Full<Bytes>>;
 
-/// Per visitor connection.
-struct Visitor {
-    addr: SocketAddr,
-    local: SocketAddr,
+/// Who is on the other end of a visitor connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Visitor {
+    pub(crate) addr: SocketAddr,
+    pub(crate) local: SocketAddr,
     /// Set when the connection is HTTPS: the Host of every request must equal it.
-    sni: Option<String>,
-    upstream: Mutex<Option<(String, SendRequest<Incoming>)>>,
+    pub(crate) sni: Option<String>,
 }
 
-/// Serves HTTP on one visitor connection until it closes.
-pub(crate) async fn serve<IO>(
-    pop: Arc<Pop>,
-    io: IO,
-    addr: SocketAddr,
-    local: SocketAddr,
-    sni: Option<String>,
-) where
+impl Visitor {
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.sni.is_some() { "https" } else { "http" }
+    }
+}
+
+/// The checks every visitor request passes before anything reaches an agent. `host` is the
+/// request's host as sent (Host header or authority), `None` when it had none. `prefer` is
+/// the tunnel the connection already uses: it keeps serving the connection while it is
+/// still bound to the host, so a pooled endpoint balances connections, not requests.
+pub(crate) fn admit_request(
+    pop: &Pop,
+    visitor: &Visitor,
+    host: Option<&str>,
+    prefer: Option<&Arc<Tunnel>>,
+) -> Result<(Hostname, Arc<Tunnel>), Page> {
+    let Some(raw) = host else {
+        return Err(Page::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_NGROK_3004",
+            "The request has no Host.",
+        ));
+    };
+    let Some(host) = canonical_host(raw) else {
+        return Err(Page::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_NGROK_3004",
+            format!("'{raw}' is not a valid host."),
+        ));
+    };
+    if let Some(sni) = &visitor.sni
+        && *sni != host
+    {
+        return Err(Page::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "ERR_NGROK_3003",
+            format!("The request is for '{host}' but the TLS connection was opened for '{sni}'."),
+        ));
+    }
+    let Ok(hostname) = Hostname::parse(&host) else {
+        return Err(Page::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_NGROK_3004",
+            format!("'{host}' is not a valid host name."),
+        ));
+    };
+    if let Admission::Misdirected { allowed } = pop.admit(&hostname) {
+        return Err(pages::misdirected(pop.site.code, &hostname, &allowed));
+    }
+    let key = EndpointKey::Host(host);
+    let registry = &pop.platform.registry;
+    let tunnel = match prefer {
+        Some(current) if current.key == key => registry.route_preferring(&key, current),
+        _ => registry.route(&key),
+    };
+    match tunnel {
+        Some(t) if t.kind == EndpointKind::Http => Ok((hostname, t)),
+        _ => Err(pages::offline(&hostname)),
+    }
+}
+
+/// A Host header or authority without its port and trailing dot, lower-cased.
+fn canonical_host(raw: &str) -> Option<String> {
+    let authority = raw.parse::<hyper::http::uri::Authority>().ok()?;
+    Some(authority.host().trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// Serves HTTP/2 on one visitor connection until it closes; each request goes to the agent
+/// as HTTP/1.1 over the connection's proxy stream.
+pub(crate) async fn serve_h2<IO>(pop: Arc<Pop>, io: IO, visitor: Visitor)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let visitor = Arc::new(Visitor {
-        addr,
-        local,
-        sni,
+    let conn = Arc::new(H2Conn {
+        visitor,
         upstream: Mutex::new(None),
     });
     let service = hyper::service::service_fn(move |req| {
-        let (pop, visitor) = (pop.clone(), visitor.clone());
-        async move { Ok::<_, Infallible>(handle(&pop, &visitor, req).await) }
+        let (pop, conn) = (pop.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(handle(&pop, &conn, req).await) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.max_header_list_size(MAX_HEADER_BYTES as u32);
     if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(%error, "visitor connection ended with an error");
     }
 }
 
-/// The host a request is for: the authority (HTTP/2, absolute-form) or the Host header,
-/// without a port, lower-cased.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(authority) => authority.host().to_owned(),
-        None => {
-            let host = req.headers().get(HOST)?.to_str().ok()?;
-            host.parse::<hyper::http::uri::Authority>()
-                .ok()?
-                .host()
-                .to_owned()
-        }
-    };
-    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+/// Per HTTP/2 visitor connection.
+struct H2Conn {
+    visitor: Visitor,
+    upstream: Mutex<Option<(Arc<Tunnel>, SendRequest<Incoming>)>>,
 }
 
-async fn handle(pop: &Pop, visitor: &Visitor, mut req: Request<Incoming>) -> Response<Body> {
-    let Some(host) = request_host(&req) else {
-        return pages::error(
-            StatusCode::BAD_REQUEST,
-            "ERR_NGROK_3004",
-            "The request has no Host.",
-        );
-    };
-    if let Some(sni) = &visitor.sni
-        && *sni != host
-    {
-        return pages::error(
-            StatusCode::MISDIRECTED_REQUEST,
-            "ERR_NGROK_3003",
-            &format!("The request is for '{host}' but the TLS connection was opened for '{sni}'."),
-        );
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_owned()),
+        None => Some(req.headers().get(HOST)?.to_str().ok()?.to_owned()),
     }
-    let Ok(hostname) = Hostname::parse(&host) else {
-        return pages::error(
-            StatusCode::BAD_REQUEST,
-            "ERR_NGROK_3004",
-            &format!("'{host}' is not a valid host name."),
-        );
-    };
-    if let Admission::Misdirected { allowed } = pop.admit(&hostname) {
-        return pages::misdirected(pop.site.code, &hostname, &allowed);
-    }
-    let tunnel = match pop
-        .platform
-        .registry
-        .route(&EndpointKey::Host(hostname.to_string()))
-    {
-        Some(t) if t.kind == EndpointKind::Http => t,
-        _ => return pages::offline(&hostname),
-    };
+}
 
-    let scheme = if visitor.sni.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    add_forwarded(&mut req, visitor, scheme, &host);
+async fn handle(pop: &Pop, conn: &H2Conn, mut req: Request<Incoming>) -> Response<Body> {
+    let host = request_host(&req);
+    let current = conn
+        .upstream
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|(t, _)| t.clone());
+    let (hostname, tunnel) =
+        match admit_request(pop, &conn.visitor, host.as_deref(), current.as_ref()) {
+            Ok(admitted) => admitted,
+            Err(page) => return page.into_response(),
+        };
+    add_forwarded(&mut req, &conn.visitor, hostname.as_str());
     // The agent speaks HTTP/1.1 to its upstream whatever the visitor spoke.
     *req.version_mut() = Version::HTTP_11;
     if let Some(pq) = req.uri().path_and_query().cloned() {
         *req.uri_mut() = Uri::from(pq);
     }
     if !req.headers().contains_key(HOST)
-        && let Ok(v) = HeaderValue::from_str(&host)
+        && let Ok(v) = HeaderValue::from_str(hostname.as_str())
     {
         req.headers_mut().insert(HOST, v);
     }
 
-    let mut sender = match upstream(visitor, &tunnel).await {
+    let mut sender = match upstream(conn, &tunnel).await {
         Ok(s) => s,
-        Err(why) => return pages::error(StatusCode::BAD_GATEWAY, "ERR_NGROK_3200", &why),
+        Err(why) => {
+            return Page::new(StatusCode::BAD_GATEWAY, "ERR_NGROK_3200", why).into_response();
+        }
     };
     match sender.send_request(req).await {
         Ok(resp) => {
-            let mut slot = visitor.upstream.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slot = conn.upstream.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
-                *slot = Some((tunnel.id.clone(), sender));
+                *slot = Some((tunnel, sender));
             }
             resp.map(Either::Left)
         }
         Err(error) => {
             tracing::debug!(%error, "agent stream failed");
-            pages::error(
-                StatusCode::BAD_GATEWAY,
-                "ERR_NGROK_8012",
-                "The agent could not reach its upstream.",
-            )
+            pages::agent_failed().into_response()
         }
     }
 }
 
-fn add_forwarded(req: &mut Request<Incoming>, visitor: &Visitor, scheme: &str, host: &str) {
+fn add_forwarded(req: &mut Request<Incoming>, visitor: &Visitor, host: &str) {
     let headers = req.headers_mut();
     let ip = visitor.addr.ip().to_string();
     let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -178,7 +195,7 @@ fn add_forwarded(req: &mut Request<Incoming>, visitor: &Visitor, scheme: &str, h
     };
     for (name, value) in [
         ("x-forwarded-for", chain.as_str()),
-        ("x-forwarded-proto", scheme),
+        ("x-forwarded-proto", visitor.scheme()),
         ("x-forwarded-host", host),
     ] {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -187,27 +204,27 @@ fn add_forwarded(req: &mut Request<Incoming>, visitor: &Visitor, scheme: &str, h
     }
 }
 
-/// The visitor connection's stream to `tunnel`, reused while it is open, else a new one.
-async fn upstream(visitor: &Visitor, tunnel: &Tunnel) -> Result<SendRequest<Incoming>, String> {
-    let cached = visitor
+/// The connection's stream to `tunnel`, reused while it is open, else a new one.
+async fn upstream(conn: &H2Conn, tunnel: &Arc<Tunnel>) -> Result<SendRequest<Incoming>, String> {
+    let cached = conn
         .upstream
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
-    if let Some((id, mut sender)) = cached
-        && id == tunnel.id
+    if let Some((current, mut sender)) = cached
+        && Arc::ptr_eq(&current, tunnel)
         && sender.ready().await.is_ok()
     {
         return Ok(sender);
     }
-    let stream = open_proxy_stream(tunnel, visitor.addr, visitor.local)
+    let stream = open_proxy_stream(tunnel, conn.visitor.addr, conn.visitor.local)
         .map_err(|e| format!("The agent for this endpoint is unreachable: {e}."))?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("The agent did not accept the request: {e}."))?;
     tokio::spawn(
         async move {
-            if let Err(error) = conn.await {
+            if let Err(error) = connection.await {
                 tracing::debug!(%error, "agent HTTP connection ended");
             }
         }

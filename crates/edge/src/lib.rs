@@ -11,7 +11,8 @@
 //! - [`ca`]: Meridian's certificate authority.
 //! - [`registry`]: which agent session serves which endpoint.
 //! - `agent.rs`: the agent listener and its RPCs.
-//! - `http.rs`: visitor HTTP, proxied over tunnel streams.
+//! - `http.rs`: the checks every visitor request passes, and HTTP/2 visitors (hyper).
+//! - `h1.rs`: the HTTP/1.x relay, which carries most visitor traffic.
 //! - `tls.rs`: the HTTPS/TLS listener: SNI, refusal, passthrough, termination.
 //! - `tcp.rs`: TCP endpoint listeners.
 //! - [`hello`]: ClientHello parsing; `proxy_proto.rs`: PROXY headers; `pages.rs`: error pages;
@@ -20,6 +21,7 @@
 
 mod agent;
 pub mod ca;
+mod h1;
 pub mod hello;
 mod http;
 mod pages;
@@ -108,6 +110,13 @@ impl Pop {
     }
 }
 
+/// Walks `data` with the HTTP/1 relay's parsers, as requests and as responses; they must not
+/// panic. For the fuzz target.
+#[doc(hidden)]
+pub fn fuzz_http1(data: &[u8]) {
+    h1::walk_messages(data);
+}
+
 /// Random lower-case hex, for generated ids and names.
 pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -194,7 +203,12 @@ pub async fn run_pop(
     });
     let plain = accept_loop(http, pop.clone(), "http", |pop, tcp, visitor| async move {
         let local = tcp.local_addr().unwrap_or(visitor);
-        http::serve(pop, tcp, visitor, local, None).await;
+        let visitor = http::Visitor {
+            addr: visitor,
+            local,
+            sni: None,
+        };
+        h1::serve(pop, tcp, visitor).await;
     });
     let secure = accept_loop(https, pop.clone(), "https", tls::handle);
     let tcp_endpoints = tcp::follow(pop.clone());

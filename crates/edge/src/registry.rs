@@ -78,6 +78,9 @@ pub trait Registry: Send + Sync + std::fmt::Debug + 'static {
     fn unbind(&self, key: &EndpointKey, id: &str);
     /// A tunnel serving `key`, balancing across a pool.
     fn route(&self, key: &EndpointKey) -> Option<Arc<Tunnel>>;
+    /// `current` while it still serves `key` (a connection stays with its pool member),
+    /// else what [`Registry::route`] picks.
+    fn route_preferring(&self, key: &EndpointKey, current: &Arc<Tunnel>) -> Option<Arc<Tunnel>>;
     /// The reserved TCP addresses with an online endpoint, and the PoP serving each; PoPs
     /// watch this to open and close their TCP listeners.
     fn tcp_endpoints(&self) -> watch::Receiver<Vec<(String, PopCode)>>;
@@ -175,6 +178,18 @@ impl Registry for LocalRegistry {
         }
         let i = pool.next.fetch_add(1, Ordering::Relaxed) % live.len();
         Some(live[i].clone())
+    }
+
+    fn route_preferring(&self, key: &EndpointKey, current: &Arc<Tunnel>) -> Option<Arc<Tunnel>> {
+        let still_bound = !current.session.is_ended()
+            && lock(&self.endpoints)
+                .get(key)
+                .is_some_and(|pool| pool.members.iter().any(|m| Arc::ptr_eq(m, current)));
+        if still_bound {
+            Some(current.clone())
+        } else {
+            self.route(key)
+        }
     }
 
     fn tcp_endpoints(&self) -> watch::Receiver<Vec<(String, PopCode)>> {

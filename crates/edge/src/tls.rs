@@ -84,7 +84,19 @@ pub(crate) async fn handle(pop: Arc<Pop>, mut tcp: TcpStream, visitor: SocketAdd
         Some(tunnel) if tunnel.kind == EndpointKind::Tls => {
             crate::pipe(&tunnel, tls, visitor, local).await
         }
-        _ => crate::http::serve(pop, tls, visitor, local, Some(host.to_string())).await,
+        _ => {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let visitor = crate::http::Visitor {
+                addr: visitor,
+                local,
+                sni: Some(host.to_string()),
+            };
+            if h2 {
+                crate::http::serve_h2(pop, tls, visitor).await
+            } else {
+                crate::h1::serve(pop, tls, visitor).await
+            }
+        }
     }
 }
 

@@ -41,7 +41,19 @@ async fn start_pop() -> TestPop {
         vec![],
         None,
     );
-    let snapshot = RoutingSnapshot::new(1, [domain], [], [(SecretHash::of(TOKEN), credential)]);
+    let second = DomainRoute::new(
+        "rd_2".into(),
+        "ac_1".into(),
+        Hostname::parse("two.example.test").unwrap(),
+        vec![],
+        None,
+    );
+    let snapshot = RoutingSnapshot::new(
+        1,
+        [domain, second],
+        [],
+        [(SecretHash::of(TOKEN), credential)],
+    );
     let (tx, rx) = watch::channel(Arc::new(snapshot));
     let platform = Arc::new(Platform {
         registry: Arc::new(LocalRegistry::default()),
@@ -231,4 +243,225 @@ async fn slow_and_oversized_visitors_fail_alone() {
         "HTTP/1.1 404 Not Found"
     );
     drop(slow);
+}
+
+/// An upstream that answers every request with what it saw, as `label method path
+/// body-length body xff|xfp|xfh host`, and that switches to echoing bytes when asked to
+/// upgrade to `echo`.
+async fn echo_upstream(label: &'static str) -> SocketAddr {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::{Bytes, Incoming};
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+
+    async fn answer(
+        label: &'static str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        if header("upgrade") == "echo" {
+            let upgraded = hyper::upgrade::on(req);
+            tokio::spawn(async move {
+                let mut io = TokioIo::new(upgraded.await.unwrap());
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = io.read(&mut buf).await {
+                    io.write_all(&buf[..n]).await.unwrap();
+                }
+            });
+            return Ok(Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", "echo")
+                .body(Full::default())
+                .unwrap());
+        }
+        let seen = format!(
+            "{label} {} {} {}|{}|{} {}",
+            req.method(),
+            req.uri(),
+            header("x-forwarded-for"),
+            header("x-forwarded-proto"),
+            header("x-forwarded-host"),
+            header("host"),
+        );
+        let body = req.into_body().collect().await?.to_bytes();
+        let text = format!("{seen} {} {}", body.len(), String::from_utf8_lossy(&body));
+        Ok(Response::new(Full::new(Bytes::from(text))))
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (conn, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |req| answer(label, req));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(conn), service)
+                    .with_upgrades(),
+            );
+        }
+    });
+    addr
+}
+
+/// Starts an agent serving `domain` from `upstream`.
+async fn agent_for(
+    pop: &TestPop,
+    domain: &str,
+    upstream: SocketAddr,
+) -> (ngrok::Session, impl Send) {
+    let session = ngrok::Session::builder()
+        .authtoken(TOKEN)
+        .server_addr(pop.agent.to_string())
+        .unwrap()
+        .ca_cert(pop.ca_pem.clone().into())
+        .connect()
+        .await
+        .unwrap();
+    let to = url::Url::parse(&format!("http://{upstream}")).unwrap();
+    let fwd = session
+        .http_endpoint()
+        .domain(domain)
+        .listen_and_forward(to)
+        .await
+        .unwrap();
+    (session, fwd)
+}
+
+/// One response off a visitor connection: status and body. `head` for answers to HEAD.
+async fn read_response(conn: &mut tokio::io::BufReader<TcpStream>, head: bool) -> (u16, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut status_line = String::new();
+    conn.read_line(&mut status_line).await.unwrap();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {status_line:?}"));
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).await.unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; if head { 0 } else { length }];
+    conn.read_exact(&mut body).await.unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+#[tokio::test]
+async fn pipelined_requests_keep_their_bodies_order_and_headers() {
+    let pop = start_pop().await;
+    let _agent = agent_for(&pop, "good.example.test", echo_upstream("a").await).await;
+    let conn = TcpStream::connect(pop.http).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(conn);
+    // Four requests in one write: a sized body, a chunked body with a trailer, a HEAD and
+    // an absolute-form GET with a forwarded-for chain and a forged proto.
+    conn.get_mut()
+        .write_all(
+            b"POST /sized HTTP/1.1\r\nHost: good.example.test\r\nContent-Length: 5\r\n\r\nhello\
+              POST /chunked HTTP/1.1\r\nHost: Good.Example.Test:80\r\n\
+              Transfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5\r\npedia\r\n0\r\nX-T: 1\r\n\r\n\
+              HEAD /head HTTP/1.1\r\nHost: good.example.test\r\n\r\n\
+              GET http://good.example.test/abs?q=1 HTTP/1.1\r\nHost: wrong.example.test\r\n\
+              X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: gopher\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (status, body) = read_response(&mut conn, false).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        "a POST /sized 127.0.0.1|http|good.example.test good.example.test 5 hello"
+    );
+    let (_, body) = read_response(&mut conn, false).await;
+    assert_eq!(
+        body,
+        "a POST /chunked 127.0.0.1|http|good.example.test Good.Example.Test:80 9 Wikipedia"
+    );
+    let (status, body) = read_response(&mut conn, true).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    let (_, body) = read_response(&mut conn, false).await;
+    assert_eq!(
+        body,
+        "a GET /abs?q=1 192.0.2.1, 127.0.0.1|http|good.example.test good.example.test 0 "
+    );
+
+    // The same connection serves more after the pipeline; `Connection: close` ends it.
+    conn.get_mut()
+        .write_all(b"GET /last HTTP/1.1\r\nHost: good.example.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, body) = read_response(&mut conn, false).await;
+    assert_eq!((status, body.starts_with("a GET /last ")), (200, true));
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "bytes after the last response: {rest:?}");
+}
+
+#[tokio::test]
+async fn one_connection_follows_its_requests_across_tunnels_and_refusals() {
+    let pop = start_pop().await;
+    let _a = agent_for(&pop, "good.example.test", echo_upstream("a").await).await;
+    let _b = agent_for(&pop, "two.example.test", echo_upstream("b").await).await;
+    let conn = TcpStream::connect(pop.http).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(conn);
+    conn.get_mut()
+        .write_all(
+            b"GET /1 HTTP/1.1\r\nHost: good.example.test\r\n\r\n\
+              GET /2 HTTP/1.1\r\nHost: two.example.test\r\n\r\n\
+              GET /3 HTTP/1.1\r\nHost: good.example.test\r\n\r\n\
+              GET /4 HTTP/1.1\r\nHost: nobody.example.test\r\n\r\n\
+              GET /5 HTTP/1.1\r\nHost: good.example.test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    for (label, path) in [("a", "/1"), ("b", "/2"), ("a", "/3")] {
+        let (status, body) = read_response(&mut conn, false).await;
+        assert_eq!(status, 200);
+        assert!(body.starts_with(&format!("{label} GET {path} ")), "{body}");
+    }
+    // The edge answers an offline host itself, in turn, and closes: /5 is never served.
+    let (status, body) = read_response(&mut conn, false).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("ERR_NGROK_3200"), "{body}");
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "bytes after the refusal: {rest:?}");
+}
+
+#[tokio::test]
+async fn an_upgrade_turns_the_connection_into_a_pipe() {
+    let pop = start_pop().await;
+    let _agent = agent_for(&pop, "good.example.test", echo_upstream("a").await).await;
+    let conn = TcpStream::connect(pop.http).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(conn);
+    conn.get_mut()
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: good.example.test\r\nConnection: Upgrade\r\n\
+              Upgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (status, _) = read_response(&mut conn, false).await;
+    assert_eq!(status, 101);
+    // Not HTTP any more: the bytes reach the upstream's echo unchanged.
+    conn.get_mut().write_all(b"GET ping\r\n\r\n").await.unwrap();
+    let mut echoed = [0u8; 10];
+    conn.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"GET ping\r\n");
 }

@@ -309,6 +309,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             Some(Outgoing::Frame(f)) => f.encode(&mut buf),
             Some(Outgoing::Finish) | None => finish = true,
         }
+        // Tokio runs a task woken by the running one next, so without this the writer would
+        // send each frame the moment it is queued: a TLS record and a system call per frame.
+        // Yielding lets every task that is ready run first; their frames leave in this write.
+        tokio::task::yield_now().await;
         while !finish && buf.len() < WRITE_BATCH {
             match rx.try_recv() {
                 Ok(Outgoing::Frame(f)) => f.encode(&mut buf),
