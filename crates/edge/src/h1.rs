@@ -1137,7 +1137,8 @@ mod tests {
     #[test]
     fn requests_are_rewritten_for_the_agent() {
         let raw = b"GET http://App.Example.test:80/a?b HTTP/1.1\r\nHost: other\r\n\
-                    X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: gopher\r\nAccept: */*\r\n\r\nrest";
+                    X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: gopher\r\n\
+                    Accept: */*\r\n\r\nrest";
         let head = parse_request(raw).unwrap().unwrap();
         assert_eq!(head.len, raw.len() - 4);
         assert_eq!(head.host.as_deref(), Some("App.Example.test:80"));

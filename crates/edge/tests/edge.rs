@@ -117,23 +117,7 @@ async fn upstream() -> SocketAddr {
 
 /// A well-behaved agent serving good.example.test.
 async fn good_agent(pop: &TestPop) -> (ngrok::Session, impl Send) {
-    let session = ngrok::Session::builder()
-        .authtoken(TOKEN)
-        .server_addr(pop.agent.to_string())
-        .unwrap()
-        .ca_cert(pop.ca_pem.clone().into())
-        .connect()
-        .await
-        .unwrap();
-    let to = url::Url::parse(&format!("http://{}", upstream().await)).unwrap();
-    let fwd = session
-        .http_endpoint()
-        .domain("good.example.test")
-        .listen_and_forward(to)
-        .await
-        .unwrap();
-    assert_eq!(fwd.url(), "https://good.example.test");
-    (session, fwd)
+    agent_for(pop, "good.example.test", upstream().await).await
 }
 
 /// One HTTP/1.1 request to the PoP's HTTP listener; returns the status line.
@@ -332,7 +316,13 @@ async fn agent_for(
         .listen_and_forward(to)
         .await
         .unwrap();
+    assert_eq!(fwd.url(), format!("https://{domain}"));
     (session, fwd)
+}
+
+/// A plain HTTP connection to the PoP, read line by line.
+async fn visitor(pop: &TestPop) -> tokio::io::BufReader<TcpStream> {
+    tokio::io::BufReader::new(TcpStream::connect(pop.http).await.unwrap())
 }
 
 /// One response off a visitor connection: status and body. `head` for answers to HEAD.
@@ -367,8 +357,7 @@ async fn read_response(conn: &mut tokio::io::BufReader<TcpStream>, head: bool) -
 async fn pipelined_requests_keep_their_bodies_order_and_headers() {
     let pop = start_pop().await;
     let _agent = agent_for(&pop, "good.example.test", echo_upstream("a").await).await;
-    let conn = TcpStream::connect(pop.http).await.unwrap();
-    let mut conn = tokio::io::BufReader::new(conn);
+    let mut conn = visitor(&pop).await;
     // Four requests in one write: a sized body, a chunked body with a trailer, a HEAD and
     // an absolute-form GET with a forwarded-for chain and a forged proto.
     conn.get_mut()
@@ -418,8 +407,7 @@ async fn one_connection_follows_its_requests_across_tunnels_and_refusals() {
     let pop = start_pop().await;
     let _a = agent_for(&pop, "good.example.test", echo_upstream("a").await).await;
     let _b = agent_for(&pop, "two.example.test", echo_upstream("b").await).await;
-    let conn = TcpStream::connect(pop.http).await.unwrap();
-    let mut conn = tokio::io::BufReader::new(conn);
+    let mut conn = visitor(&pop).await;
     conn.get_mut()
         .write_all(
             b"GET /1 HTTP/1.1\r\nHost: good.example.test\r\n\r\n\
@@ -448,8 +436,7 @@ async fn one_connection_follows_its_requests_across_tunnels_and_refusals() {
 async fn an_upgrade_turns_the_connection_into_a_pipe() {
     let pop = start_pop().await;
     let _agent = agent_for(&pop, "good.example.test", echo_upstream("a").await).await;
-    let conn = TcpStream::connect(pop.http).await.unwrap();
-    let mut conn = tokio::io::BufReader::new(conn);
+    let mut conn = visitor(&pop).await;
     conn.get_mut()
         .write_all(
             b"GET /ws HTTP/1.1\r\nHost: good.example.test\r\nConnection: Upgrade\r\n\
