@@ -770,16 +770,11 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Relay<'a, IO> {
             return None;
         };
         let current = self.upstream.as_ref().map(|(t, _)| t);
-        let tunnel = match admit_request(self.pop, self.visitor, head.host.as_deref(), current) {
-            Ok((_, tunnel)) => tunnel,
-            Err(page) => return Some(self.answer_locally(&page)),
-        };
-        let host = head
-            .host
-            .as_deref()
-            .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
-            .map(|a| a.host().trim_end_matches('.').to_ascii_lowercase())
-            .unwrap_or_default();
+        let (host, tunnel) =
+            match admit_request(self.pop, self.visitor, head.host.as_deref(), current) {
+                Ok(admitted) => admitted,
+                Err(page) => return Some(self.answer_locally(&page)),
+            };
         if !current.is_some_and(|t| Arc::ptr_eq(t, &tunnel)) {
             if !self.owed.is_empty() {
                 // Another tunnel: wait until the current stream owes nothing.
@@ -790,13 +785,7 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Relay<'a, IO> {
             self.resp.buf.truncate(self.resp.ready);
             match open_proxy_stream(&tunnel, self.visitor.addr, self.visitor.local) {
                 Ok(stream) => self.upstream = Some((tunnel, stream)),
-                Err(error) => {
-                    return Some(self.answer_locally(&Page::new(
-                        StatusCode::BAD_GATEWAY,
-                        "ERR_NGROK_3200",
-                        format!("The agent for this endpoint is unreachable: {error}."),
-                    )));
-                }
+                Err(error) => return Some(self.answer_locally(&pages::unreachable(&error))),
             }
         }
         let RequestHead {

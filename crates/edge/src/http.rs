@@ -167,9 +167,7 @@ async fn handle(pop: &Pop, conn: &H2Conn, mut req: Request<Incoming>) -> Respons
 
     let mut sender = match upstream(conn, &tunnel).await {
         Ok(s) => s,
-        Err(why) => {
-            return Page::new(StatusCode::BAD_GATEWAY, "ERR_NGROK_3200", why).into_response();
-        }
+        Err(page) => return page.into_response(),
     };
     match sender.send_request(req).await {
         Ok(resp) => {
@@ -205,7 +203,7 @@ fn add_forwarded(req: &mut Request<Incoming>, visitor: &Visitor, host: &str) {
 }
 
 /// The connection's stream to `tunnel`, reused while it is open, else a new one.
-async fn upstream(conn: &H2Conn, tunnel: &Arc<Tunnel>) -> Result<SendRequest<Incoming>, String> {
+async fn upstream(conn: &H2Conn, tunnel: &Arc<Tunnel>) -> Result<SendRequest<Incoming>, Page> {
     let cached = conn
         .upstream
         .lock()
@@ -218,10 +216,10 @@ async fn upstream(conn: &H2Conn, tunnel: &Arc<Tunnel>) -> Result<SendRequest<Inc
         return Ok(sender);
     }
     let stream = open_proxy_stream(tunnel, conn.visitor.addr, conn.visitor.local)
-        .map_err(|e| format!("The agent for this endpoint is unreachable: {e}."))?;
+        .map_err(|e| pages::unreachable(&e))?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("The agent did not accept the request: {e}."))?;
+        .map_err(|e| pages::unreachable(&e))?;
     tokio::spawn(
         async move {
             if let Err(error) = connection.await {

@@ -90,6 +90,15 @@ pub(crate) fn offline(host: &Hostname) -> Page {
     )
 }
 
+/// 502: no stream to the agent could be opened (its session is closing).
+pub(crate) fn unreachable(error: &dyn std::fmt::Display) -> Page {
+    Page::new(
+        StatusCode::BAD_GATEWAY,
+        "ERR_NGROK_3200",
+        format!("The agent for this endpoint is unreachable: {error}."),
+    )
+}
+
 /// 502: the agent's side failed before it answered.
 pub(crate) fn agent_failed() -> Page {
     Page::new(
