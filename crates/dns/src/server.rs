@@ -55,12 +55,24 @@ pub struct DnsListeners {
     pub tcp: TcpListener,
 }
 
+/// How many free UDP ports `DnsListeners::bind` tries, for port 0, before giving up on
+/// finding one whose TCP twin is free too.
+const PORT_PICKS: u32 = 32;
+
 impl DnsListeners {
     /// Binds both on `addr`. With port 0, UDP picks the port and TCP takes the same one.
     pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let udp = UdpSocket::bind(addr)?;
-        let tcp = TcpListener::bind(udp.local_addr()?).await?;
-        Ok(Self { udp, tcp })
+        // With port 0 the UDP socket picks a free port that TCP may not have free; another
+        // pick is tried then, a bounded number of times.
+        let mut tries = if addr.port() == 0 { PORT_PICKS } else { 1 };
+        loop {
+            let udp = UdpSocket::bind(addr)?;
+            match TcpListener::bind(udp.local_addr()?).await {
+                Ok(tcp) => return Ok(Self { udp, tcp }),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries > 1 => tries -= 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Logs `dns listening on udp://…` and `tcp://…`.
