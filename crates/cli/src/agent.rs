@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use meridian_tunnel::coalesce::Coalesced;
+use meridian_tunnel::readahead::ReadAhead;
 use ngrok::prelude::*;
 use url::Url;
 
@@ -168,7 +169,7 @@ async fn connect(
     let name = rustls::pki_types::ServerName::try_from(host)
         .map_err(|e| ConnectError::Tcp(std::io::Error::other(e)))?;
     let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
+        .connect(name, ReadAhead::new(tcp))
         .await
         .map_err(ConnectError::Tls)?;
     Ok(Box::new(Coalesced::new(stream)))

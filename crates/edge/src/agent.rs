@@ -12,6 +12,7 @@ use meridian_core::{Hostname, RoutingSnapshot};
 use meridian_tunnel::proto::{
     self, Auth, AuthResp, AuthRespExtra, Bind, BindResp, BindRespExtra, ErrorResp, Unbind,
 };
+use meridian_tunnel::readahead::ReadAhead;
 use meridian_tunnel::{MuxStream, Session, rpc};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,7 +49,7 @@ pub(crate) async fn handle(pop: Arc<Pop>, tcp: TcpStream) {
     let tls = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         tokio_rustls::TlsAcceptor::from(pop.agent_tls.clone())
-            .accept(crate::quickack::QuickAck(tcp)),
+            .accept(ReadAhead::new(crate::quickack::QuickAck(tcp))),
     )
     .await
     {

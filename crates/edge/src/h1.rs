@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use hyper::StatusCode;
 use meridian_tunnel::MuxStream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -501,10 +501,21 @@ struct ResponseSide {
     ready: usize,
     /// Whether any byte of the response now owed has arrived.
     started: bool,
+    /// Body bytes taken from the agent's stream as they arrived, on their way to the visitor
+    /// without a copy into `buf`. Only taken while `buf` is empty, so nothing in `buf` is
+    /// ever behind them.
+    direct: Bytes,
     /// A page of the edge's own on its way to the visitor; the connection ends after it.
     local: Vec<u8>,
     local_at: usize,
     state: RespState,
+}
+
+/// Where the bytes the relay writes to the visitor next come from.
+enum Source {
+    Buf,
+    Direct,
+    Local,
 }
 
 struct Relay<'a, IO> {
@@ -566,6 +577,7 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Relay<'a, IO> {
                 buf: BytesMut::new(),
                 ready: 0,
                 started: false,
+                direct: Bytes::new(),
                 local: Vec::new(),
                 local_at: 0,
                 state: RespState::Head,
@@ -854,13 +866,8 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Relay<'a, IO> {
                 };
                 resp.ready += n;
                 if end {
-                    resp.state = if *close {
-                        RespState::Done
-                    } else {
-                        RespState::Head
-                    };
-                    resp.started = false;
-                    self.owed.pop_front();
+                    let close = *close;
+                    self.body_ended(close);
                 }
                 return Step::Progress;
             }
@@ -884,19 +891,23 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Relay<'a, IO> {
         }
 
         let resp = &mut self.resp;
-        let (pending, local) = if resp.ready > 0 {
-            (&resp.buf[..resp.ready], false)
+        let (pending, source) = if resp.ready > 0 {
+            (&resp.buf[..resp.ready], Source::Buf)
+        } else if !resp.direct.is_empty() {
+            (&resp.direct[..], Source::Direct)
         } else {
-            (&resp.local[resp.local_at..], true)
+            (&resp.local[resp.local_at..], Source::Local)
         };
         if !pending.is_empty() {
             return match write_some(self.io, cx, pending) {
                 Poll::Ready(Ok(n)) => {
-                    if local {
-                        resp.local_at += n;
-                    } else {
-                        resp.buf.advance(n);
-                        resp.ready -= n;
+                    match source {
+                        Source::Buf => {
+                            resp.buf.advance(n);
+                            resp.ready -= n;
+                        }
+                        Source::Direct => resp.direct.advance(n),
+                        Source::Local => resp.local_at += n,
                     }
                     Step::Progress
                 }
@@ -1019,11 +1030,59 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Relay<'a, IO> {
         Step::Progress
     }
 
+    /// The response being forwarded is done; the next one, if any, starts with its head.
+    fn body_ended(&mut self, close: bool) {
+        self.resp.state = if close {
+            RespState::Done
+        } else {
+            RespState::Head
+        };
+        self.resp.started = false;
+        self.owed.pop_front();
+    }
+
+    /// How many body bytes may be taken from the agent's stream as they are: those the body
+    /// still has to come when nothing is buffered ahead of them, else none.
+    fn direct_room(&self) -> usize {
+        if !self.resp.buf.is_empty() {
+            return 0;
+        }
+        match &self.resp.state {
+            RespState::Body(Framing::Length(left), _) => {
+                usize::try_from(*left).unwrap_or(usize::MAX)
+            }
+            RespState::Body(Framing::UntilClose, _) | RespState::Raw => usize::MAX,
+            // A chunked body's framing is followed in `buf`.
+            _ => 0,
+        }
+    }
+
     fn read_agent(&mut self, cx: &mut Context<'_>) -> Step {
+        let room = self.direct_room();
         let Some((_, stream)) = &mut self.upstream else {
             return self.agent_failed();
         };
-        match read_some(stream, cx, &mut self.resp.buf) {
+        let polled = if room > 0 {
+            match stream.poll_chunk(cx, room) {
+                Poll::Ready(Ok(chunk)) => {
+                    let n = chunk.len();
+                    if let RespState::Body(framing, close) = &mut self.resp.state {
+                        // Never more than the body's length, so never a framing error.
+                        if let Ok((_, true)) = framing.take(&chunk) {
+                            let close = *close;
+                            self.body_ended(close);
+                        }
+                    }
+                    self.resp.direct = chunk;
+                    Poll::Ready(Ok(n))
+                }
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                Poll::Pending => Poll::Pending,
+            }
+        } else {
+            read_some(stream, cx, &mut self.resp.buf)
+        };
+        match polled {
             Poll::Ready(Ok(1..)) => Step::Progress,
             Poll::Ready(Ok(_)) => match self.resp.state {
                 RespState::Body(Framing::UntilClose, _) | RespState::Raw => {

@@ -326,7 +326,10 @@ async fn visitor(pop: &TestPop) -> tokio::io::BufReader<TcpStream> {
 }
 
 /// One response off a visitor connection: status and body. `head` for answers to HEAD.
-async fn read_response(conn: &mut tokio::io::BufReader<TcpStream>, head: bool) -> (u16, String) {
+async fn read_response<R>(conn: &mut R, head: bool) -> (u16, String)
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
     use tokio::io::AsyncBufReadExt;
     let mut status_line = String::new();
     conn.read_line(&mut status_line).await.unwrap();
@@ -400,6 +403,50 @@ async fn pipelined_requests_keep_their_bodies_order_and_headers() {
     let mut rest = Vec::new();
     conn.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty(), "bytes after the last response: {rest:?}");
+}
+
+#[tokio::test]
+async fn large_bodies_pass_whole_both_ways_and_the_connection_goes_on() {
+    let pop = start_pop().await;
+    let _agent = agent_for(&pop, "good.example.test", echo_upstream("a").await).await;
+    let (read, mut write) = visitor(&pop).await.into_inner().into_split();
+    let mut read = tokio::io::BufReader::new(read);
+    // Bodies of several flow-control windows each way (the upstream echoes the request body
+    // into its response) on one connection, one after the other, then a small request. Not
+    // pipelined: the upstream (hyper) closes a connection on which large requests queue up.
+    for (i, len) in [600_000usize, 1_100_000].into_iter().enumerate() {
+        let unit = format!("{i}-0123456789abcdefghijklmnopqrstuvwxyz\n");
+        let body = unit.repeat(len / unit.len() + 1)[..len].to_owned();
+        let head = format!(
+            "POST /big{i} HTTP/1.1\r\nHost: good.example.test\r\nContent-Length: {len}\r\n\r\n"
+        );
+        let request = [head.as_bytes(), body.as_bytes()].concat();
+        let sender = tokio::spawn(async move {
+            write.write_all(&request).await.unwrap();
+            write
+        });
+        let (status, got) = read_response(&mut read, false).await;
+        write = sender.await.unwrap();
+        assert_eq!(status, 200);
+        let prefix =
+            format!("a POST /big{i} 127.0.0.1|http|good.example.test good.example.test {len} ");
+        assert!(
+            got.starts_with(&prefix),
+            "response {i} starts {:?}",
+            &got[..80]
+        );
+        assert!(
+            got[prefix.len()..] == body[..],
+            "response {i}'s body changed"
+        );
+    }
+    write
+        .write_all(b"GET /small HTTP/1.1\r\nHost: good.example.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, got) = read_response(&mut read, false).await;
+    assert_eq!(status, 200, "{got}");
+    assert!(got.starts_with("a GET /small "), "{got}");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@
 //! when the peer reads slowly.
 
 use std::io;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -58,6 +59,10 @@ struct State<T> {
     writer: Option<Waker>,
     /// The application side is gone; the flusher writes what is left and stops.
     dropped: bool,
+    /// A write went straight to `io`, which may have kept part of it buffered.
+    unflushed: bool,
+    /// The application is shutting down: everything pending goes out, held grants too.
+    closing: bool,
 }
 
 impl<T> Coalesced<T>
@@ -76,26 +81,62 @@ where
             flusher: None,
             writer: None,
             dropped: false,
+            unflushed: false,
+            closing: false,
         }));
-        let flusher = shared.clone();
-        tokio::spawn(std::future::poll_fn(move |cx| flush(&flusher, cx)));
+        tokio::spawn(flusher(shared.clone()));
         Self { shared }
     }
 }
 
-/// One turn of the flusher: write everything pending, flush, then park until woken. Ends
-/// when the application side is dropped and nothing is left, or when writing fails.
-fn flush<T: AsyncWrite + Unpin>(shared: &Mutex<State<T>>, cx: &mut Context<'_>) -> Poll<()> {
+/// The flusher task: parks until there is something worth writing, lets the other ready
+/// tasks run, then writes everything pending. Ends when the application side is dropped and
+/// nothing is left, or when writing fails.
+async fn flusher<T: AsyncWrite + Unpin>(shared: Arc<Mutex<State<T>>>) {
+    loop {
+        if std::future::poll_fn(|cx| wait_for_work(&shared, cx))
+            .await
+            .is_break()
+        {
+            return;
+        }
+        // Tokio runs a task woken by the running one next, so without this the flusher would
+        // write each frame the moment the SDK's writer hands it over: a TLS record and a
+        // system call per response. Yielding lets every task that is ready (the other
+        // proxied connections whose upstream answered) add its frames to this write first.
+        tokio::task::yield_now().await;
+        if std::future::poll_fn(|cx| flush(&shared, cx))
+            .await
+            .is_break()
+        {
+            return;
+        }
+    }
+}
+
+/// Ready when `pending` is worth a write: it holds a frame that is not a window update, the
+/// held grants add up to [`GRANT_RELEASE`], or the application side is gone.
+fn wait_for_work<T>(shared: &Mutex<State<T>>, cx: &mut Context<'_>) -> Poll<ControlFlow<()>> {
+    let mut st = lock(shared);
+    if st.failed.is_some() || (st.dropped && st.pending.is_empty()) {
+        return Poll::Ready(ControlFlow::Break(()));
+    }
+    let worth = !st.only_grants || st.granted >= GRANT_RELEASE || st.dropped || st.closing;
+    if (!st.pending.is_empty() && worth) || st.unflushed {
+        return Poll::Ready(ControlFlow::Continue(()));
+    }
+    // Nothing yet, or only small grants: they leave with the next frame that is not one.
+    st.flusher = Some(cx.waker().clone());
+    Poll::Pending
+}
+
+/// Writes everything pending and flushes `io`; `Break` when writing failed.
+fn flush<T: AsyncWrite + Unpin>(
+    shared: &Mutex<State<T>>,
+    cx: &mut Context<'_>,
+) -> Poll<ControlFlow<()>> {
     let mut st = lock(shared);
     let st = &mut *st;
-    if st.failed.is_some() {
-        return Poll::Ready(());
-    }
-    if st.only_grants && st.granted < GRANT_RELEASE && !st.dropped {
-        // Nothing but small grants: they leave with the next frame that is not one.
-        st.flusher = Some(cx.waker().clone());
-        return Poll::Pending;
-    }
     let mut written = 0;
     let mut result = Ok(());
     while written < st.pending.len() {
@@ -117,27 +158,31 @@ fn flush<T: AsyncWrite + Unpin>(shared: &Mutex<State<T>>, cx: &mut Context<'_>) 
         st.only_grants = true;
         st.granted = 0;
     }
-    if result.is_ok() && st.pending.is_empty() {
-        match Pin::new(&mut st.io).poll_flush(cx) {
-            Poll::Ready(Err(e)) => result = Err(e.kind()),
-            Poll::Ready(Ok(())) | Poll::Pending => {}
-        }
-    }
     if written > 0 || result.is_err() {
         wake(&mut st.writer);
     }
+    if result.is_ok() && st.pending.is_empty() {
+        st.unflushed = false;
+        match Pin::new(&mut st.io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                // A shutdown waits for this.
+                wake(&mut st.writer);
+                return Poll::Ready(ControlFlow::Continue(()));
+            }
+            Poll::Ready(Err(e)) => result = Err(e.kind()),
+            Poll::Pending => {
+                st.flusher = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+    }
     if let Err(kind) = result {
         st.failed = Some(kind);
-        return Poll::Ready(());
+        return Poll::Ready(ControlFlow::Break(()));
     }
-    if st.pending.is_empty() {
-        if st.dropped {
-            return Poll::Ready(());
-        }
-        // Parked: the next write wakes this task. (When `io` returned Pending above, it
-        // holds this waker too, and wakes it once the socket takes more.)
-        st.flusher = Some(cx.waker().clone());
-    }
+    // `io` returned Pending above and holds this task's waker, until a direct write polls it
+    // with another; that write then wakes this task through `flusher`.
+    st.flusher = Some(cx.waker().clone());
     Poll::Pending
 }
 
@@ -234,6 +279,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
                 Poll::Ready(Ok(n)) => {
                     // Nothing is pending, so only the frame boundaries need following.
                     let _ = st.scan.feed(&data[..n]);
+                    st.unflushed = true;
                     wake(&mut st.flusher);
                     return Poll::Ready(Ok(n));
                 }
@@ -241,8 +287,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
                     st.failed = Some(e.kind());
                     return Poll::Ready(Err(e));
                 }
-                // The socket is full: buffer it like the rest.
-                Poll::Pending => {}
+                // The socket is full: buffer it like the rest. `io` now holds this
+                // writer's waker instead of the flusher's, so the flusher is woken to poll
+                // `io` again.
+                Poll::Pending => wake(&mut st.flusher),
             }
         }
         let room = BUFFER_LIMIT.saturating_sub(st.pending.len());
@@ -272,21 +320,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Shutting down is rare (the session is ending): write what is left from here.
         let mut st = lock(&self.shared);
         let st = &mut *st;
         if let Some(kind) = st.failed {
             return Poll::Ready(Err(kind.into()));
         }
-        while !st.pending.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut st.io).poll_write(cx, &st.pending))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            st.pending.drain(..n);
+        if !st.pending.is_empty() || st.unflushed {
+            // The flusher writes what is left, held grants included, and wakes this task as
+            // it goes. Writing from here as well would leave `io` with only one of the two
+            // tasks' wakers.
+            st.closing = true;
+            st.writer = Some(cx.waker().clone());
+            wake(&mut st.flusher);
+            return Poll::Pending;
         }
-        st.only_grants = true;
-        st.granted = 0;
         Pin::new(&mut st.io).poll_shutdown(cx)
     }
 }
@@ -368,6 +415,14 @@ mod tests {
         (io, writes)
     }
 
+    /// Lets the flusher take its turn: woken by a flush, it yields once so that other ready
+    /// tasks can add to its write, then writes.
+    async fn flusher_turn() {
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Writes and flushes each frame, as the SDK's muxado writer does.
     async fn send(io: &mut Coalesced<Recording>, frames: &[Vec<u8>]) {
         for f in frames {
@@ -385,11 +440,11 @@ mod tests {
             lock(&writes).is_empty(),
             "nothing is written before the flusher runs"
         );
-        tokio::task::yield_now().await;
+        flusher_turn().await;
         assert_eq!(*lock(&writes), vec![frames.concat()]);
 
         send(&mut io, &[data(3, b"four")]).await;
-        tokio::task::yield_now().await;
+        flusher_turn().await;
         assert_eq!(lock(&writes).len(), 2);
         assert_eq!(lock(&writes)[1], data(3, b"four"));
     }
@@ -398,13 +453,11 @@ mod tests {
     async fn small_grants_wait_for_the_next_frame_and_keep_their_place() {
         let (mut io, writes) = recording();
         send(&mut io, &[grant(2, 120), grant(4, 300)]).await;
-        for _ in 0..3 {
-            tokio::task::yield_now().await;
-        }
+        flusher_turn().await;
         assert!(lock(&writes).is_empty(), "small grants alone were written");
 
         send(&mut io, &[data(3, b"response")]).await;
-        tokio::task::yield_now().await;
+        flusher_turn().await;
         let expected = [grant(2, 120), grant(4, 300), data(3, b"response")].concat();
         assert_eq!(*lock(&writes), vec![expected]);
     }
@@ -417,10 +470,10 @@ mod tests {
             .map(|_| grant(2, step))
             .collect();
         send(&mut io, &frames[..frames.len() - 1]).await;
-        tokio::task::yield_now().await;
+        flusher_turn().await;
         assert!(lock(&writes).is_empty(), "released below the threshold");
         send(&mut io, &frames[frames.len() - 1..]).await;
-        tokio::task::yield_now().await;
+        flusher_turn().await;
         assert_eq!(*lock(&writes), vec![frames.concat()]);
     }
 
@@ -472,7 +525,7 @@ mod tests {
         // Behind a held grant, the same write waits its turn and both leave together.
         send(&mut io, &[grant(2, 10), big.clone()]).await;
         assert_eq!(lock(&writes).len(), 1);
-        tokio::task::yield_now().await;
+        flusher_turn().await;
         assert_eq!(lock(&writes)[1], [grant(2, 10), big].concat());
     }
 
@@ -510,8 +563,8 @@ mod tests {
         let mut io = Coalesced::new(near);
         io.write_all(&data(3, b"hello")).await.unwrap();
         io.flush().await.unwrap();
-        // One turn lets the flusher find the peer gone.
-        tokio::task::yield_now().await;
+        // The flusher's turn finds the peer gone.
+        flusher_turn().await;
         let err = io.write_all(&data(3, b"again")).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }

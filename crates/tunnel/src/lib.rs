@@ -8,11 +8,13 @@
 //! - [`proto`]: the JSON messages and stream types.
 //! - [`rpc`]: reading requests and answering them.
 //! - [`coalesce`]: write coalescing for the agent's side of a connection.
+//! - [`readahead`]: large socket reads under TLS, for both sides.
 #![warn(missing_docs)]
 
 pub mod coalesce;
 pub mod frame;
 pub mod proto;
+pub mod readahead;
 pub mod rpc;
 pub mod session;
 

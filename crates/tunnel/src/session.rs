@@ -338,10 +338,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     accept_tx: mpsc::Sender<MuxStream>,
 ) -> SessionEnd {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut decoder = frame::Decoder::default();
     let mut last_peer_id = 0u32;
     loop {
         loop {
-            match frame::decode(&mut buf) {
+            match decoder.decode(&mut buf) {
                 Ok(Some(f)) => {
                     if let Err(end) = handle(f, shared, &accept_tx, &mut last_peer_id) {
                         return end;
@@ -527,6 +528,56 @@ fn closed_error(code: ErrorCode) -> io::Error {
     )
 }
 
+impl MuxStream {
+    /// Takes up to `max` received bytes as they arrived, without copying them; an empty chunk
+    /// means the peer finished sending. For relays that pass bytes on unchanged.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
+        let max = max.max(1);
+        let mut st = lock(&self.cell.state);
+        if let Some(front) = st.recv.front_mut() {
+            let chunk = if front.len() <= max {
+                st.recv.pop_front().unwrap_or_default()
+            } else {
+                front.split_to(max)
+            };
+            self.consumed(st, chunk.len());
+            return Poll::Ready(Ok(chunk));
+        }
+        match self.poll_end(&mut st, cx) {
+            Poll::Ready(result) => Poll::Ready(result.map(|()| Bytes::new())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// With nothing buffered: `Ready` at the end of the stream or on a reset, else the waker
+    /// is kept for the next delivery.
+    fn poll_end(&self, st: &mut StreamState, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if st.remote_fin {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(code) = st.reset {
+            return Poll::Ready(Err(closed_error(code)));
+        }
+        st.read_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Accounts for `n` bytes handed to the application, granting them back to the peer in
+    /// batches.
+    fn consumed(&self, mut st: MutexGuard<'_, StreamState>, n: usize) {
+        st.pending_grant += n as u32;
+        if st.pending_grant >= GRANT_THRESHOLD && !st.remote_fin {
+            let increment = std::mem::take(&mut st.pending_grant);
+            st.recv_credit += increment;
+            drop(st);
+            self.shared.send(Frame::WndInc {
+                stream: self.cell.id,
+                increment,
+            });
+        }
+    }
+}
+
 impl AsyncRead for MuxStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -541,26 +592,10 @@ impl AsyncRead for MuxStream {
             if front.is_empty() {
                 st.recv.pop_front();
             }
-            st.pending_grant += n as u32;
-            if st.pending_grant >= GRANT_THRESHOLD && !st.remote_fin {
-                let increment = std::mem::take(&mut st.pending_grant);
-                st.recv_credit += increment;
-                drop(st);
-                self.shared.send(Frame::WndInc {
-                    stream: self.cell.id,
-                    increment,
-                });
-            }
+            self.consumed(st, n);
             return Poll::Ready(Ok(()));
         }
-        if st.remote_fin {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(code) = st.reset {
-            return Poll::Ready(Err(closed_error(code)));
-        }
-        st.read_waker = Some(cx.waker().clone());
-        Poll::Pending
+        self.poll_end(&mut st, cx)
     }
 }
 

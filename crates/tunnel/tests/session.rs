@@ -93,6 +93,38 @@ async fn bulk_data_flows_both_ways_through_the_window() {
 }
 
 #[tokio::test]
+async fn chunks_arrive_as_sent_and_keep_granting_the_window() {
+    let (client, server, _incoming) = pair();
+    let (_open, mut accept) = client.split_typed();
+    // Four windows' worth: the agent stalls unless taking chunks grants bytes back.
+    let sent = pattern(4 * 256 * 1024 + 5, 9);
+    let to_send = sent.clone();
+    tokio::spawn(async move {
+        let mut stream = accept.accept_typed().await.unwrap();
+        stream.write_all(&to_send).await.unwrap();
+        stream.shutdown().await.unwrap();
+        // Hold the stream until the edge has read it all.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    });
+    let mut stream = server.open(TYPE_PROXY, b"").unwrap();
+    let mut got = Vec::new();
+    loop {
+        let chunk = std::future::poll_fn(|cx| stream.poll_chunk(cx, 10_000))
+            .await
+            .unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        assert!(chunk.len() <= 10_000, "a chunk of {} bytes", chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "bytes changed or reordered");
+    stream.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn many_streams_at_once() {
     let (client, server, _incoming) = pair();
     let (_open, mut accept) = client.split_typed();
