@@ -114,8 +114,10 @@ async fn flusher<T: AsyncWrite + Unpin>(shared: Arc<Mutex<State<T>>>) {
     }
 }
 
-/// Ready when `pending` is worth a write: it holds a frame that is not a window update, the
-/// held grants add up to [`GRANT_RELEASE`], or the application side is gone.
+/// Ready when there is work worth a turn: `pending` holds a frame that is not a window
+/// update, or grants that add up to [`GRANT_RELEASE`], or anything at all once the application
+/// is shutting down or gone; or a direct write left `io` to flush. `Break` once nothing more
+/// will ever be written.
 fn wait_for_work<T>(shared: &Mutex<State<T>>, cx: &mut Context<'_>) -> Poll<ControlFlow<()>> {
     let mut st = lock(shared);
     if st.failed.is_some() || (st.dropped && st.pending.is_empty()) {
