@@ -449,6 +449,59 @@ async fn large_bodies_pass_whole_both_ways_and_the_connection_goes_on() {
     assert!(got.starts_with("a GET /small "), "{got}");
 }
 
+/// An upstream that answers the first request head on each connection with `body`, framed
+/// by the end of the connection (no length, `Connection: close`), and closes.
+async fn close_delimited_upstream(body: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = Arc::new(body);
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(n @ 1..) => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                    .await;
+                let _ = conn.write_all(&body).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_large_body_that_ends_with_the_connection_arrives_whole() {
+    let pop = start_pop().await;
+    let body: Vec<u8> = (0..700_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let up = close_delimited_upstream(body.clone()).await;
+    let _agent = agent_for(&pop, "good.example.test", up).await;
+    let mut conn = visitor(&pop).await;
+    conn.get_mut()
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: good.example.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    conn.read_to_end(&mut all).await.unwrap();
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&all[..split]);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(all.len() - split, body.len(), "body length");
+    assert!(all[split..] == body[..], "body bytes changed");
+}
+
 #[tokio::test]
 async fn one_connection_follows_its_requests_across_tunnels_and_refusals() {
     let pop = start_pop().await;
