@@ -1057,28 +1057,29 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Relay<'a, IO> {
         }
     }
 
+    /// Takes body bytes that go to the visitor as they are; returns how many.
+    fn take_direct(&mut self, chunk: Bytes) -> usize {
+        if let RespState::Body(framing, close) = &mut self.resp.state {
+            // Never more than the body's length, so never a framing error.
+            if let Ok((_, true)) = framing.take(&chunk) {
+                let close = *close;
+                self.body_ended(close);
+            }
+        }
+        let n = chunk.len();
+        self.resp.direct = chunk;
+        n
+    }
+
     fn read_agent(&mut self, cx: &mut Context<'_>) -> Step {
         let room = self.direct_room();
         let Some((_, stream)) = &mut self.upstream else {
             return self.agent_failed();
         };
         let polled = if room > 0 {
-            match stream.poll_chunk(cx, room) {
-                Poll::Ready(Ok(chunk)) => {
-                    let n = chunk.len();
-                    if let RespState::Body(framing, close) = &mut self.resp.state {
-                        // Never more than the body's length, so never a framing error.
-                        if let Ok((_, true)) = framing.take(&chunk) {
-                            let close = *close;
-                            self.body_ended(close);
-                        }
-                    }
-                    self.resp.direct = chunk;
-                    Poll::Ready(Ok(n))
-                }
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                Poll::Pending => Poll::Pending,
-            }
+            stream
+                .poll_chunk(cx, room)
+                .map_ok(|chunk| self.take_direct(chunk))
         } else {
             read_some(stream, cx, &mut self.resp.buf)
         };

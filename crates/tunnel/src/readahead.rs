@@ -41,11 +41,6 @@ impl<T> ReadAhead<T> {
         }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
     /// Copies buffered bytes into `buf`; true when there were any.
     fn serve(&mut self, buf: &mut ReadBuf<'_>) -> bool {
         if self.pos == self.end {
