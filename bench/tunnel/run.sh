@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Side-by-side tunnel benchmark, in one go: nginx serving 1 KiB, 1 MiB and 200 MiB files,
 # reached directly, through Meridian (an HTTP endpoint served by `meridian agent` over its
-# TLS agent link), through rathole (plain TCP) and through bore. wrk with 32 connections for
-# the small files and curl for the 200 MiB download. Prints requests/s, p99 and MB/s for each,
-# Meridian's ratios to each peer, and the edge's memory with 1,000 idle agent sessions.
+# TLS agent link), through rathole (plain TCP, and again over its TLS transport) and through
+# bore. wrk with 32 connections for the small files and curl for the 200 MiB download. Prints
+# requests/s, p99 and MB/s for each, Meridian's ratios to each peer, and the edge's memory with
+# 1,000 idle agent sessions.
 #
-# CPU 0 plays the agent host (nginx, the agents, rathole's client, bore local); CPU 1 plays
-# the edge host and the internet (meridian serve, rathole's server, bore server, wrk, curl).
+# CPU 0 plays the agent host (nginx, the agents, rathole's clients, bore local); CPU 1 plays
+# the edge host and the internet (meridian serve, rathole's servers, bore server, wrk, curl).
 # Loopback numbers on a shared 2-core VM swing by 2x from one run to the next, so every path is
 # measured in interleaved rounds and the median is reported.
 # Usage: bench/tunnel/run.sh [seconds per wrk run, default 10] [idle agents, default 1000]
@@ -27,6 +28,7 @@ say "tools"
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" libssl-dev pkg-config; }
 # rathole 0.5.0's lock file pins a `time` release that no longer compiles on current Rust.
 command -v rathole >/dev/null || cargo install rathole
@@ -91,17 +93,51 @@ CONF
 RUST_LOG=warn taskset -c 1 rathole -s "$work/rs.toml" >/dev/null 2>&1 & pids+=($!)
 wait_port 127.0.0.1 2333
 RUST_LOG=warn taskset -c 0 rathole -c "$work/rc.toml" >/dev/null 2>&1 & pids+=($!)
+# The same rathole over its TLS transport (native-tls: one TLS connection per visitor
+# connection), the encrypted peer closest to Meridian's TLS agent link.
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/rh-key.pem" -out "$work/rh-cert.pem" -days 2 \
+  -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" 2>/dev/null
+openssl pkcs12 -export -out "$work/rh-id.p12" -inkey "$work/rh-key.pem" -in "$work/rh-cert.pem" -passout pass:bench
+cat >"$work/rst.toml" <<CONF
+[server]
+bind_addr = "127.0.0.1:2334"
+default_token = "bench-token"
+[server.transport]
+type = "tls"
+[server.transport.tls]
+pkcs12 = "$work/rh-id.p12"
+pkcs12_password = "bench"
+[server.services.web]
+bind_addr = "127.0.0.1:25204"
+CONF
+cat >"$work/rct.toml" <<CONF
+[client]
+remote_addr = "localhost:2334"
+default_token = "bench-token"
+[client.transport]
+type = "tls"
+[client.transport.tls]
+trusted_root = "$work/rh-cert.pem"
+hostname = "localhost"
+[client.services.web]
+local_addr = "127.0.0.1:18080"
+CONF
+RUST_LOG=warn taskset -c 1 rathole -s "$work/rst.toml" >/dev/null 2>&1 & pids+=($!)
+wait_port 127.0.0.1 2334
+RUST_LOG=warn taskset -c 0 rathole -c "$work/rct.toml" >/dev/null 2>&1 & pids+=($!)
 RUST_LOG=warn taskset -c 1 bore server --bind-addr 127.0.0.1 --min-port 25203 --max-port 25203 >/dev/null 2>&1 & pids+=($!)
 wait_port 127.0.0.1 7835
 RUST_LOG=warn taskset -c 0 bore local 18080 --local-host 127.0.0.1 --to 127.0.0.1 --port 25203 >/dev/null 2>&1 & pids+=($!)
 wait_port 127.0.0.1 25202
 wait_port 127.0.0.1 25203
+wait_port 127.0.0.1 25204
 
 # name|url|Host header (Meridian routes by host; the others by port)
 targets=(
   "direct|http://127.0.0.1:18080|"
   "meridian|http://127.0.1.1:28080|bench.example.test"
   "rathole|http://127.0.0.1:25202|"
+  "rathole-tls|http://127.0.0.1:25204|"
   "bore|http://127.0.0.1:25203|"
 )
 declare -A rps p99 mbs
@@ -132,7 +168,7 @@ done
 printf '\nper-round values (req/s 1KiB | req/s 1MiB | MB/s 200MiB):\n'
 for t in "${targets[@]}"; do
   name=${t%%|*}
-  printf '  %-9s %s |%s |%s\n' "$name" "${rps[$name.1k]}" "${rps[$name.1m]}" "${mbs[$name]}"
+  printf '  %-11s %s |%s |%s\n' "$name" "${rps[$name.1k]}" "${rps[$name.1m]}" "${mbs[$name]}"
   for k in 1k 1m; do
     rps[$name.$k]=$(median <<<"${rps[$name.$k]}")
     p99[$name.$k]=$(median <<<"${p99[$name.$k]}")
@@ -150,15 +186,15 @@ grep -q "^ready $idle" "$work/idle.out" || { echo "idle agents failed: $(tail -3
 after=$(rss)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
-printf '\nmedians of %d rounds\n%-9s %12s %10s %12s %10s %12s\n' "$rounds" path "1KiB req/s" "p99 ms" "1MiB req/s" "p99 ms" "200MiB MB/s"
+printf '\nmedians of %d rounds\n%-11s %12s %10s %12s %10s %12s\n' "$rounds" path "1KiB req/s" "p99 ms" "1MiB req/s" "p99 ms" "200MiB MB/s"
 for t in "${targets[@]}"; do
   name=${t%%|*}
-  printf '%-9s %12.0f %10.2f %12.0f %10.2f %12s\n' "$name" "${rps[$name.1k]}" "${p99[$name.1k]}" \
+  printf '%-11s %12.0f %10.2f %12.0f %10.2f %12s\n' "$name" "${rps[$name.1k]}" "${p99[$name.1k]}" \
     "${rps[$name.1m]}" "${p99[$name.1m]}" "${mbs[$name]}"
 done
 printf '\nMeridian / peer (req/s 1KiB, req/s 1MiB, MB/s 200MiB; p99 1KiB as peer/Meridian is the inverse):\n'
-for peer in rathole bore direct; do
-  printf '  vs %-8s req/s 1KiB %s  req/s 1MiB %s  MB/s %s  p99 1KiB %s of the peer\n' "$peer" \
+for peer in rathole rathole-tls bore direct; do
+  printf '  vs %-11s req/s 1KiB %s  req/s 1MiB %s  MB/s %s  p99 1KiB %s of the peer\n' "$peer" \
     "$(ratio "${rps[meridian.1k]}" "${rps[$peer.1k]}")" "$(ratio "${rps[meridian.1m]}" "${rps[$peer.1m]}")" \
     "$(ratio "${mbs[meridian]}" "${mbs[$peer]}")" "$(ratio "${p99[meridian.1k]}" "${p99[$peer.1k]}")"
 done

@@ -1,11 +1,11 @@
 //! A muxado session over one byte stream, as the server side runs it: the agent opens odd
 //! stream ids (RPCs, heartbeats), the edge opens even ones (proxied connections).
 //!
-//! Two tasks drive a session. The reader decodes frames and hands their bytes to streams; the
-//! writer batches outgoing frames into as few writes as it can. Streams buffer at most one
-//! window (256 KiB) each way, so memory per stream is bounded by the protocol itself. A peer
-//! that breaks the protocol, including overrunning a window, is sent GOAWAY and disconnected;
-//! nothing it sends can affect another session.
+//! Two loops in one task drive a session. The reader decodes frames and hands their bytes to
+//! streams; the writer sends outgoing frames as they come, several in one write when several
+//! are queued. Streams buffer at most one window (256 KiB) each way, so memory per stream is
+//! bounded by the protocol itself. A peer that breaks the protocol, including overrunning a
+//! window, is sent GOAWAY and disconnected; nothing it sends can affect another session.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -309,10 +309,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             Some(Outgoing::Frame(f)) => f.encode(&mut buf),
             Some(Outgoing::Finish) | None => finish = true,
         }
-        // Tokio runs a task woken by the running one next, so without this the writer would
-        // send each frame the moment it is queued: a TLS record and a system call per frame.
-        // Yielding lets every task that is ready run first; their frames leave in this write.
-        tokio::task::yield_now().await;
+        // Whatever is queued leaves in this write, but the writer does not wait for more. It
+        // used to yield first so that every ready task could add its frame (fewer TLS records
+        // and system calls), but then a batch of requests reached the agent only once the edge
+        // had read the whole batch of responses before it, and the agent's host sat idle
+        // meanwhile: the two hosts took turns instead of working side by side. Writing at once
+        // costs the edge about a third more CPU per small request and gained 15-20% in
+        // requests/s at 1 KiB (`bench/tunnel`).
         while !finish && buf.len() < WRITE_BATCH {
             match rx.try_recv() {
                 Ok(Outgoing::Frame(f)) => f.encode(&mut buf),
@@ -631,7 +634,7 @@ impl AsyncWrite for MuxStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Frames go to the session writer at once; it flushes after every batch.
+        // Frames go to the session writer at once; it flushes after every write.
         Poll::Ready(Ok(()))
     }
 
